@@ -1,0 +1,127 @@
+"""Named MedP-CLIP variants and their builder; checkpoints (config + weights) saved atomically."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from medpclip.io import atomic_torch_save
+from medpclip.networks.mask_decoder import MaskDecoder
+from medpclip.networks.model import MedPCLIP
+from medpclip.networks.prompt_encoder import PromptEncoder
+from medpclip.networks.region_encoders import REGION_MODES, FusionRegions, build_region_encoder
+from medpclip.networks.text import TextTower
+from medpclip.networks.vit import VIT_PRESETS, VisionTransformer
+
+__all__ = ["MedPCLIPConfig", "MODEL_PRESETS", "build_model", "save_checkpoint", "load_checkpoint"]
+
+CHECKPOINT_FORMAT = "medpclip-checkpoint/1"
+
+
+@dataclass(frozen=True)
+class MedPCLIPConfig:
+    """Settings of one model; ``vision`` names a preset of :data:`medpclip.networks.vit.VIT_PRESETS`."""
+
+    vision: str = "tiny"
+    region_mode: str = "medpclip"
+    fusion_layers: tuple[int, ...] = (3, 4, 5)
+    embed_dim: int = 256
+    prompt_dim: int = 128
+    dense_channels: int = 32
+    decoder_channels: int = 64
+    text_model_dir: str | None = None  # None: the bundled MiniLM
+    overrides: dict = field(default_factory=dict)  # ViTConfig fields that differ from the preset
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["fusion_layers"] = list(self.fusion_layers)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> MedPCLIPConfig:
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown model config keys: {', '.join(sorted(unknown))}.")
+        d = dict(d)
+        if "fusion_layers" in d:
+            d["fusion_layers"] = tuple(d["fusion_layers"])
+        return cls(**d)
+
+
+MODEL_PRESETS: dict[str, MedPCLIPConfig] = {
+    "tiny": MedPCLIPConfig(),
+    "base": MedPCLIPConfig(
+        vision="base", fusion_layers=(8, 9, 10, 11), embed_dim=512, prompt_dim=256, decoder_channels=128
+    ),
+    "base-openai": MedPCLIPConfig(
+        vision="base-openai", fusion_layers=(8, 9, 10, 11), embed_dim=512, prompt_dim=256, decoder_channels=128
+    ),
+}
+
+
+def build_model(config: MedPCLIPConfig | str = "tiny", **changes: object) -> MedPCLIP:
+    """Build a model with random weights from a config or a preset name; ``changes`` replace config fields."""
+    if isinstance(config, str):
+        if config not in MODEL_PRESETS:
+            raise ValueError(f"model preset {config!r} is unknown; choose one of {', '.join(MODEL_PRESETS)}.")
+        config = MODEL_PRESETS[config]
+    config = replace(config, **changes)
+    if config.vision not in VIT_PRESETS:
+        raise ValueError(f"vision preset {config.vision!r} is unknown; choose one of {', '.join(VIT_PRESETS)}.")
+    if config.region_mode not in REGION_MODES:
+        raise ValueError(f"region mode {config.region_mode!r} is unknown; choose one of {', '.join(REGION_MODES)}.")
+    vit_config = replace(VIT_PRESETS[config.vision], **config.overrides)
+    if vit_config.spatial_dims != 2:
+        raise ValueError("the prompt encoder and mask decoder are 2D: spatial_dims must be 2 (3D volumes are sliced).")
+    width = vit_config.width
+    region_encoder = build_region_encoder(
+        config.region_mode,
+        width=width,
+        prompt_dim=config.prompt_dim,
+        dense_channels=config.dense_channels,
+        fusion_layers=config.fusion_layers,
+        depth=vit_config.depth,
+        patch_size=vit_config.patch_size,
+    )
+    split = region_encoder.first if isinstance(region_encoder, FusionRegions) else None
+    vision = VisionTransformer(vit_config, split=split)
+    return MedPCLIP(
+        vision=vision,
+        prompt_encoder=PromptEncoder(
+            embed_dim=config.prompt_dim,
+            image_size=vit_config.image_size,
+            patch_size=vit_config.patch_size,
+            dense_channels=config.dense_channels,
+        ),
+        region_encoder=region_encoder,
+        mask_decoder=MaskDecoder(
+            width=width,
+            prompt_dim=config.prompt_dim,
+            dense_channels=config.dense_channels,
+            channels=config.decoder_channels,
+        ),
+        text=TextTower(model_dir=config.text_model_dir, embed_dim=config.embed_dim),
+        embed_dim=config.embed_dim,
+        config=config.to_dict(),
+    )
+
+
+def save_checkpoint(model: MedPCLIP, path: str | Path, **extra: object) -> Path:
+    """Write ``{"format", "config", "state_dict", **extra}`` atomically (temporary file + rename)."""
+    payload = {"format": CHECKPOINT_FORMAT, "config": model.config, "state_dict": model.state_dict(), **extra}
+    return atomic_torch_save(payload, path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> MedPCLIP:
+    """Rebuild a model from :func:`save_checkpoint` output (loaded with ``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"checkpoint {path} does not exist.")
+    payload = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a MedP-CLIP checkpoint (no '{CHECKPOINT_FORMAT}' format tag).")
+    model = build_model(MedPCLIPConfig.from_dict(payload["config"]))
+    model.load_state_dict(payload["state_dict"])
+    return model.to(map_location)

@@ -1,0 +1,187 @@
+"""Prompt encoder: points, boxes and masks -> sparse tokens, a dense map on the patch grid and a region map.
+
+Sparse tokens follow SAM (Kirillov et al., 2023): a random-Fourier positional code plus learned
+positive/negative/corner type embeddings. Every prompt form is also rasterised (Gaussian blobs for
+points, a filled box, the mask) and a small strided conv turns the raster into a dense map on the
+patch grid, so that any combination of prompts reaches the vision tower through the same path.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medpclip.networks.prompts import NEGATIVE, PADDING, POSITIVE, RegionPrompts
+
+__all__ = ["PromptEmbeddings", "PromptEncoder"]
+
+RASTER_CHANNELS = 4  # positive-point heat, negative-point heat, box, mask
+
+
+@dataclass
+class PromptEmbeddings:
+    """Encoded prompts for ``B`` images with ``P`` prompts each (``N = g*g`` patches, image ``H x W``).
+
+    Attributes:
+        sparse: ``[B, P, T, Dp]`` point and box-corner tokens (``T`` may be 0).
+        sparse_valid: ``[B, P, T]`` bool, False for padding points.
+        sparse_pooled: ``[B, P, Dp]`` mean of the valid sparse tokens, a learned embedding when there are none.
+        dense: ``[B, P, N, c]`` dense prompt map on the patch grid.
+        raster: ``[B, P, 4, H, W]`` positive heat, negative heat, box and mask channels.
+        region_map: ``[B, P, H, W]`` in ``[0, 1]``: where the prompted region is (all ones = whole image).
+        region_weight: ``[B, P, N]`` the region map's coverage per patch, 1 for the best-covered patch.
+    """
+
+    sparse: torch.Tensor
+    sparse_valid: torch.Tensor
+    sparse_pooled: torch.Tensor
+    dense: torch.Tensor
+    raster: torch.Tensor
+    region_map: torch.Tensor
+    region_weight: torch.Tensor
+
+    @property
+    def num_prompts(self) -> int:
+        return self.dense.shape[1]
+
+
+class PromptEncoder(nn.Module):
+    """Encode :class:`RegionPrompts` for a 2D image of ``image_size``.
+
+    Args:
+        embed_dim: sparse token width ``Dp``.
+        image_size: side of the (square) input image in pixels.
+        patch_size: ViT patch size; the dense map lives on the ``image_size // patch_size`` grid.
+        dense_channels: channels ``c`` of the dense map.
+        point_sigma: Gaussian radius of a point in the raster, in pixels (default: half a patch).
+    """
+
+    def __init__(
+        self, *, embed_dim: int, image_size: int, patch_size: int, dense_channels: int, point_sigma: float | None = None
+    ) -> None:
+        super().__init__()
+        if embed_dim % 2:
+            raise ValueError(f"embed_dim {embed_dim} should be even for the Fourier code.")
+        self.image_size = image_size
+        self.patch_size = patch_size
+        self.grid = image_size // patch_size
+        self.point_sigma = point_sigma or patch_size / 2
+        self.register_buffer("fourier", torch.randn(2, embed_dim // 2), persistent=True)
+        self.point_embed = nn.Embedding(2, embed_dim)  # index 0 negative, 1 positive
+        self.not_a_point = nn.Parameter(torch.zeros(embed_dim))
+        self.corner_embed = nn.Embedding(2, embed_dim)
+        self.no_sparse_embed = nn.Parameter(torch.zeros(embed_dim))
+        self.no_prompt_dense = nn.Parameter(torch.zeros(dense_channels))
+        # the dense map carries where each patch is (as SAM's image_pe), so a pooled region knows its position
+        self.dense_pos = nn.Linear(embed_dim, dense_channels)
+        half = max(dense_channels // 2, 1)
+        # raster is resampled to 4x the patch grid, then two stride-2 convs reach the patch grid (as SAM's mask path)
+        self.dense_net = nn.Sequential(
+            nn.Conv2d(RASTER_CHANNELS, half, 2, stride=2),
+            nn.GELU(),
+            nn.Conv2d(half, dense_channels, 2, stride=2),
+            nn.GELU(),
+            nn.Conv2d(dense_channels, dense_channels, 1),
+        )
+
+    def positional_code(self, coords: torch.Tensor) -> torch.Tensor:
+        """coords: ``[..., 2]`` voxel ``(i, j)`` -> ``[..., Dp]`` random-Fourier code."""
+        unit = (coords + 0.5) / self.image_size * 2 - 1
+        angles = 2 * math.pi * unit @ self.fourier
+        return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+    def patch_position(self) -> torch.Tensor:
+        """Projected positional code of every patch centre: ``[N, c]``."""
+        centres = torch.arange(self.grid, device=self.fourier.device) * self.patch_size + (self.patch_size - 1) / 2
+        grid = torch.stack(torch.meshgrid(centres, centres, indexing="ij"), -1).flatten(0, 1)  # [N, 2] (i, j)
+        return self.dense_pos(self.positional_code(grid))
+
+    def forward(self, prompts: RegionPrompts | None, batch: int) -> PromptEmbeddings:
+        """``None`` (or empty prompts) means one whole-image prompt per image."""
+        size, device = self.image_size, self.fourier.device
+        if prompts is None or prompts.is_empty:
+            return self._whole_image(batch)
+        prompts.validate(batch, (size, size))
+        prompts = prompts.to(device)
+        b, p = prompts.batch_shape
+        sparse, valid = self._sparse(prompts, b, p)
+        raster = self._raster(prompts, b, p)
+        dense = self.dense_net(F.interpolate(raster.flatten(0, 1), size=4 * self.grid, mode="area"))
+        dense = dense.flatten(2).transpose(1, 2).unflatten(0, (b, p)) + self.patch_position()  # [B, P, N, c]
+        region_map = _region_map(raster)
+        # coverage per patch, relative to the best-covered patch: a structure smaller than a patch still gets weight 1
+        weight = F.avg_pool2d(region_map, self.patch_size).flatten(2)
+        weight = weight / weight.amax(-1, keepdim=True).clamp(min=1e-6)
+        return PromptEmbeddings(sparse, valid, self._pool(sparse, valid), dense, raster, region_map, weight)
+
+    def _whole_image(self, batch: int) -> PromptEmbeddings:
+        size, dp, device = self.image_size, self.no_sparse_embed.numel(), self.fourier.device
+        n = self.grid * self.grid
+        return PromptEmbeddings(
+            sparse=torch.zeros(batch, 1, 0, dp, device=device),
+            sparse_valid=torch.zeros(batch, 1, 0, dtype=torch.bool, device=device),
+            sparse_pooled=self.no_sparse_embed.expand(batch, 1, dp),
+            dense=(self.no_prompt_dense + self.patch_position()).expand(batch, 1, n, -1),
+            raster=torch.zeros(batch, 1, RASTER_CHANNELS, size, size, device=device),
+            region_map=torch.ones(batch, 1, size, size, device=device),
+            region_weight=torch.ones(batch, 1, n, device=device),
+        )
+
+    def _sparse(self, prompts: RegionPrompts, b: int, p: int) -> tuple[torch.Tensor, torch.Tensor]:
+        device = self.fourier.device
+        tokens, valid = [], []
+        if prompts.points is not None:
+            points, labels = prompts.points.float(), prompts.point_labels
+            is_pad = labels == PADDING
+            tok = self.positional_code(points) + self.point_embed(labels.clamp(min=0))
+            tokens.append(torch.where(is_pad[..., None], self.not_a_point.expand_as(tok), tok))
+            valid.append(~is_pad)
+        if prompts.boxes is not None:
+            corners = prompts.boxes.float().unflatten(-1, (2, 2))  # [B, P, 2, 2]
+            tokens.append(self.positional_code(corners) + self.corner_embed.weight)
+            valid.append(torch.ones(b, p, 2, dtype=torch.bool, device=device))
+        if not tokens:
+            dp = self.no_sparse_embed.numel()
+            return torch.zeros(b, p, 0, dp, device=device), torch.zeros(b, p, 0, dtype=torch.bool, device=device)
+        return torch.cat(tokens, dim=2), torch.cat(valid, dim=2)
+
+    def _pool(self, sparse: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        weights = valid.float().unsqueeze(-1)
+        count = weights.sum(2)
+        mean = (sparse * weights).sum(2) / count.clamp(min=1)
+        return torch.where(count > 0, mean, self.no_sparse_embed)
+
+    def _raster(self, prompts: RegionPrompts, b: int, p: int) -> torch.Tensor:
+        """-> ``[B, P, 4, H, W]`` positive heat, negative heat, box fill, mask."""
+        size, device = self.image_size, self.fourier.device
+        axis = torch.arange(size, dtype=torch.float32, device=device)
+        raster = torch.zeros(b, p, RASTER_CHANNELS, size, size, device=device)
+        if prompts.points is not None:
+            pts, labels = prompts.points.float(), prompts.point_labels
+            di = (axis.view(1, 1, 1, size, 1) - pts[..., 0, None, None]) ** 2  # [B, P, K, H, 1]
+            dj = (axis.view(1, 1, 1, 1, size) - pts[..., 1, None, None]) ** 2  # [B, P, K, 1, W]
+            heat = torch.exp(-(di + dj) / (2 * self.point_sigma**2))  # [B, P, K, H, W]
+            for channel, label in ((0, POSITIVE), (1, NEGATIVE)):
+                keep = (labels == label)[..., None, None]
+                raster[:, :, channel] = (heat * keep).amax(2) if heat.shape[2] else 0
+        if prompts.boxes is not None:
+            i0, j0, i1, j1 = (c.float()[..., None] for c in prompts.boxes.unbind(-1))
+            rows = (axis >= i0) & (axis <= i1)  # [B, P, H]
+            cols = (axis >= j0) & (axis <= j1)  # [B, P, W]
+            raster[:, :, 2] = (rows[..., :, None] & cols[..., None, :]).float()
+        if prompts.masks is not None:
+            raster[:, :, 3] = prompts.masks.float()
+        return raster
+
+
+def _region_map(raster: torch.Tensor) -> torch.Tensor:
+    """``[B, P, 4, H, W]`` -> ``[B, P, H, W]``: union of positive evidence (or the whole image when
+    there is none), with negative clicks carved out."""
+    positive = torch.maximum(raster[:, :, 0], raster[:, :, 2:].amax(2))
+    has_positive = positive.flatten(2).amax(-1) > 0
+    positive = torch.where(has_positive[..., None, None], positive, torch.ones_like(positive))
+    return positive * (1 - raster[:, :, 1])

@@ -1,0 +1,27 @@
+"""Shared fixtures: small deterministic models and prompts. No test downloads anything."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """An untrained tiny MedP-CLIP in eval mode (do not train it: build your own for that)."""
+    from medpclip.networks import build_model
+
+    torch.manual_seed(0)
+    return build_model("tiny").eval()
+
+
+@pytest.fixture
+def images():
+    """Two random 1-channel 128x128 images."""
+    return torch.rand(2, 1, 128, 128, generator=torch.Generator().manual_seed(1))

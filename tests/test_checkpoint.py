@@ -1,0 +1,56 @@
+"""Checkpoints: config + weights, atomic write, weights_only load, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medpclip.networks import RegionPrompts, build_model, load_checkpoint, save_checkpoint
+
+
+@pytest.mark.parametrize("mode", ["medpclip", "alpha"])
+def test_round_trip_reproduces_outputs(tmp_path, images, mode):
+    torch.manual_seed(0)
+    model = build_model("tiny", region_mode=mode).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("gate"):
+                param.normal_(0, 0.5)
+    path = save_checkpoint(model, tmp_path / "ckpt" / "model.pt")
+    assert [p.name for p in path.parent.iterdir()] == ["model.pt"], "no temporary file may be left behind"
+    restored = load_checkpoint(path).eval()
+    assert restored.config == model.config
+    prompts = RegionPrompts(boxes=torch.tensor([[[5.0, 5.0, 70.0, 90.0]]] * 2))
+    with torch.inference_mode():
+        a, ma = model(images, prompts)
+        b, mb = restored(images, prompts)
+    torch.testing.assert_close(a.region_embeds, b.region_embeds, atol=0, rtol=0)
+    torch.testing.assert_close(ma, mb, atol=0, rtol=0)
+
+
+def test_checkpoint_is_small_and_loads_with_weights_only(tmp_path, tiny_model):
+    path = save_checkpoint(tiny_model, tmp_path / "model.pt")
+    payload = torch.load(path, weights_only=True)
+    assert payload["config"]["vision"] == "tiny"
+    assert path.stat().st_size < 25 * 2**20
+
+
+def test_bad_checkpoints_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a MedP-CLIP checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"region_mode": "nope"}, "region mode"),
+        ({"vision": "huge"}, "vision preset"),
+        ({"fusion_layers": (9,)}, "fusion_layers"),
+    ],
+)
+def test_bad_configs_are_clear_errors(changes, message):
+    with pytest.raises(ValueError, match=message):
+        build_model("tiny", **changes)

@@ -1,0 +1,133 @@
+"""Prompt forms, their combinations, batching and validation (acceptance d and f)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from medpclip.networks import RegionPrompts, build_model
+
+B, P, SIZE = 2, 3, 128
+FORMS = ("points", "negatives", "box", "mask")
+
+
+def make_prompts(forms: tuple[str, ...]) -> RegionPrompts | None:
+    """``P`` different prompts per image combining the given forms (all inside a 128 px image)."""
+    if not forms:
+        return None
+    g = torch.Generator().manual_seed(len(forms))
+    kwargs = {}
+    if "points" in forms or "negatives" in forms:
+        pts = torch.rand(B, P, 2, 2, generator=g) * (SIZE - 1)
+        labels = torch.tensor([1, 0 if "negatives" in forms else -1]).expand(B, P, 2).clone()
+        if "points" not in forms:
+            labels[..., 0] = 0
+        kwargs.update(points=pts, point_labels=labels)
+    if "box" in forms:
+        corner = torch.rand(B, P, 2, generator=g) * 60
+        kwargs["boxes"] = torch.cat([corner, corner + 20 + torch.rand(B, P, 2, generator=g) * 40], -1)
+    if "mask" in forms:
+        masks = torch.zeros(B, P, SIZE, SIZE)
+        for b, p in itertools.product(range(B), range(P)):
+            i, j = 10 + 30 * p, 10 + 20 * b
+            masks[b, p, i : i + 25, j : j + 40] = 1
+        kwargs["masks"] = masks
+    return RegionPrompts(**kwargs)
+
+
+COMBOS = [c for r in range(len(FORMS) + 1) for c in itertools.combinations(FORMS, r)]
+
+
+@pytest.mark.parametrize("forms", COMBOS, ids=lambda c: "+".join(c) or "none")
+def test_every_prompt_combination_has_the_right_shapes(tiny_model, images, forms):
+    prompts = make_prompts(forms)
+    with torch.inference_mode():
+        enc, masks = tiny_model(images, prompts)
+    p = 1 if prompts is None else P
+    assert enc.global_embeds.shape == (B, 256)
+    assert enc.region_embeds.shape == (B, p, 256)
+    assert enc.patch_tokens.shape == (B, 64, 192)
+    assert masks.shape == (B, p, SIZE // 4, SIZE // 4)
+    assert torch.isfinite(enc.region_embeds).all() and torch.isfinite(masks).all()
+    assert enc.prompts.dense.shape == (B, p, 64, 32)
+
+
+@pytest.mark.parametrize("mode", ["medpclip", "global", "crop", "alpha"])
+@pytest.mark.parametrize("forms", [("points", "negatives"), ("box",), ("mask", "points"), ("box", "mask")])
+def test_batched_prompts_equal_one_by_one(images, mode, forms):
+    torch.manual_seed(0)
+    model = build_model("tiny", region_mode=mode).eval()
+    _make_gates_nonzero(model)
+    prompts = make_prompts(forms)
+    with torch.inference_mode():
+        enc, masks = model(images, prompts)
+        for p in range(P):
+            one, one_mask = model(images, prompts.select(p))
+            torch.testing.assert_close(one.region_embeds[:, 0], enc.region_embeds[:, p], atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(one_mask[:, 0], masks[:, p], atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(one.global_embeds, enc.global_embeds, atol=1e-5, rtol=1e-4)
+
+
+def test_different_prompts_give_different_region_embeddings_once_gates_open(images):
+    torch.manual_seed(0)
+    model = build_model("tiny").eval()
+    _make_gates_nonzero(model)
+    with torch.inference_mode():
+        enc = model.encode_image(images, make_prompts(("box",)))
+    assert not torch.allclose(enc.region_embeds[:, 0], enc.region_embeds[:, 1], atol=1e-3)
+
+
+def _make_gates_nonzero(model) -> None:
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("gate"):
+                param.normal_(0, 0.5)
+            if name.endswith("alpha_conv.weight"):
+                param.normal_(0, 0.05)
+
+
+@pytest.mark.parametrize(
+    ("prompts", "message"),
+    [
+        (RegionPrompts(points=torch.tensor([[[[5.0, 200.0]]]] * 2)), "outside the image"),
+        (RegionPrompts(points=torch.tensor([[[[-1.0, 3.0]]]] * 2)), "outside the image"),
+        (RegionPrompts(boxes=torch.tensor([[[10.0, 50.0, 40.0, 20.0]]] * 2)), "reversed"),
+        (RegionPrompts(boxes=torch.tensor([[[10.0, 10.0, 40.0, 400.0]]] * 2)), "outside the image"),
+        (RegionPrompts(masks=torch.zeros(2, 1, SIZE, SIZE)), "empty"),
+        (RegionPrompts(masks=torch.ones(2, 1, 64, 64)), "masks should have shape"),
+        (RegionPrompts(masks=torch.ones(2, 1, SIZE, SIZE) * 3), r"\[0, 1\]"),
+        (RegionPrompts(points=torch.tensor([[[[float("nan"), 3.0]]]] * 2)), "NaN"),
+        (RegionPrompts(points=torch.ones(2, 1, 3)), "points should have shape"),
+        (RegionPrompts(boxes=torch.ones(3, 1, 4)), "3 images"),
+        (RegionPrompts(points=torch.ones(2, 1, 1, 2), point_labels=torch.full((2, 1, 1), 7)), "point_labels"),
+    ],
+)
+def test_bad_prompts_raise_a_clear_value_error(tiny_model, images, prompts, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_model.encode_image(images, prompts)
+
+
+@pytest.mark.parametrize(
+    ("bad_images", "message"),
+    [
+        (torch.full((1, 1, SIZE, SIZE), float("nan")), "NaN"),
+        (torch.rand(1, 1, 64, 64), "128x128"),
+        (torch.rand(1, 2, SIZE, SIZE), "channels"),
+        (torch.rand(SIZE, SIZE), "shape"),
+    ],
+)
+def test_bad_images_raise_a_clear_value_error(tiny_model, bad_images, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_model.encode_image(bad_images)
+
+
+def test_padding_points_are_ignored(tiny_model, images):
+    one = RegionPrompts(points=torch.tensor([[[[40.0, 50.0]]]] * 2))
+    padded = RegionPrompts(
+        points=torch.tensor([[[[40.0, 50.0], [999.0, -5.0]]]] * 2), point_labels=torch.tensor([[[1, -1]]] * 2)
+    )
+    with torch.inference_mode():
+        a, b = tiny_model.encode_image(images, one), tiny_model.encode_image(images, padded)
+    torch.testing.assert_close(a.region_embeds, b.region_embeds, atol=1e-5, rtol=1e-4)
