@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from medpclip.atomic import atomic_write_bytes, atomic_write_json
 from medpclip.data.phantoms import PHANTOM_LABELS, phantom_slice
-from medpclip.io import atomic_write_bytes, atomic_write_json
 from medpclip.networks import RegionPrompts, build_model, load_checkpoint
 
 __all__ = ["run_demo"]

@@ -25,3 +25,24 @@ def tiny_model():
 def images():
     """Two random 1-channel 128x128 images."""
     return torch.rand(2, 1, 128, 128, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture
+def make_model():
+    """``make_model(mode="medpclip", open_gates=True)``: a fresh seeded tiny model in eval mode; ``open_gates``
+    gives the zero-initialised gates (and Alpha-CLIP's zero conv) random values, as after training."""
+    from medpclip.networks import build_model
+
+    def make(mode: str = "medpclip", open_gates: bool = True):
+        torch.manual_seed(0)
+        model = build_model("tiny", region_mode=mode).eval()
+        if open_gates:
+            with torch.no_grad():
+                for name, param in model.named_parameters():
+                    if name.endswith("gate"):
+                        param.normal_(0, 0.5)
+                    if name.endswith("alpha_conv.weight"):
+                        param.normal_(0, 0.05)
+        return model
+
+    return make

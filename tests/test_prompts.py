@@ -7,7 +7,7 @@ import itertools
 import pytest
 import torch
 
-from medpclip.networks import RegionPrompts, build_model
+from medpclip.networks import RegionPrompts
 
 B, P, SIZE = 2, 3, 128
 FORMS = ("points", "negatives", "box", "mask")
@@ -56,10 +56,8 @@ def test_every_prompt_combination_has_the_right_shapes(tiny_model, images, forms
 
 @pytest.mark.parametrize("mode", ["medpclip", "global", "crop", "alpha"])
 @pytest.mark.parametrize("forms", [("points", "negatives"), ("box",), ("mask", "points"), ("box", "mask")])
-def test_batched_prompts_equal_one_by_one(images, mode, forms):
-    torch.manual_seed(0)
-    model = build_model("tiny", region_mode=mode).eval()
-    _make_gates_nonzero(model)
+def test_batched_prompts_equal_one_by_one(make_model, images, mode, forms):
+    model = make_model(mode)
     prompts = make_prompts(forms)
     with torch.inference_mode():
         enc, masks = model(images, prompts)
@@ -70,22 +68,11 @@ def test_batched_prompts_equal_one_by_one(images, mode, forms):
             torch.testing.assert_close(one.global_embeds, enc.global_embeds, atol=1e-5, rtol=1e-4)
 
 
-def test_different_prompts_give_different_region_embeddings_once_gates_open(images):
-    torch.manual_seed(0)
-    model = build_model("tiny").eval()
-    _make_gates_nonzero(model)
+def test_different_prompts_give_different_region_embeddings_once_gates_open(make_model, images):
+    model = make_model()
     with torch.inference_mode():
         enc = model.encode_image(images, make_prompts(("box",)))
     assert not torch.allclose(enc.region_embeds[:, 0], enc.region_embeds[:, 1], atol=1e-3)
-
-
-def _make_gates_nonzero(model) -> None:
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith("gate"):
-                param.normal_(0, 0.5)
-            if name.endswith("alpha_conv.weight"):
-                param.normal_(0, 0.05)
 
 
 @pytest.mark.parametrize(

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 
-from medpclip.io import atomic_torch_save
+from medpclip.atomic import atomic_torch_save
 from medpclip.networks.mask_decoder import MaskDecoder
 from medpclip.networks.model import MedPCLIP
 from medpclip.networks.prompt_encoder import PromptEncoder
@@ -32,7 +32,6 @@ class MedPCLIPConfig:
     dense_channels: int = 32
     decoder_channels: int = 64
     text_model_dir: str | None = None  # None: the bundled MiniLM
-    overrides: dict = field(default_factory=dict)  # ViTConfig fields that differ from the preset
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -72,7 +71,7 @@ def build_model(config: MedPCLIPConfig | str = "tiny", **changes: object) -> Med
         raise ValueError(f"vision preset {config.vision!r} is unknown; choose one of {', '.join(VIT_PRESETS)}.")
     if config.region_mode not in REGION_MODES:
         raise ValueError(f"region mode {config.region_mode!r} is unknown; choose one of {', '.join(REGION_MODES)}.")
-    vit_config = replace(VIT_PRESETS[config.vision], **config.overrides)
+    vit_config = VIT_PRESETS[config.vision]
     if vit_config.spatial_dims != 2:
         raise ValueError("the prompt encoder and mask decoder are 2D: spatial_dims must be 2 (3D volumes are sliced).")
     width = vit_config.width
