@@ -1,0 +1,1 @@
+"""Data: synthetic phantoms (more sources and transforms arrive with the data pipeline)."""
