@@ -1,0 +1,159 @@
+"""A DataLoader-ready dataset of 2D region samples drawn from label-map datalists, and its collate function.
+
+Volumes are loaded and intensity-scaled once per process (a small cache keyed by file), then every sample
+draws a slice inside the item's slab, resizes it to the model's square input, samples regions and captions.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from monai.transforms import Compose, LoadImaged, Randomizable, Resized, SpatialPadd
+from torch.utils.data import Dataset
+
+from medpclip.data.intensity import ModalityIntensityd
+from medpclip.data.regions import RegionCaptionsd, SampleRegionPromptsd, label_parts
+from medpclip.data.slicing import SampleSliced
+from medpclip.knowledge import KnowledgeBase, default_knowledge_base
+from medpclip.networks.prompts import RegionPrompts
+
+__all__ = ["PROMPT_FORMS", "RegionBatch", "RegionSliceDataset", "collate_regions"]
+
+PROMPT_FORMS = ("mask", "box", "points", "box+points")
+
+
+class RegionSliceDataset(Dataset, Randomizable):
+    """Random 2D region samples from label-map datalist items (form (a), see :mod:`medpclip.data.datalists`).
+
+    Args:
+        items: validated items (``image``, ``label``, ``labels``, optional ``axis``/``slices``/``modality``).
+        image_size: side of the square model input.
+        num_regions: regions ``R`` per sample (prompts per image).
+        samples_per_item: samples per item per epoch (``len = len(items) * samples_per_item``).
+        whole_image_prob: chance that a region is the whole image (captioned by modality).
+        cache_size: preprocessed volumes kept per process.
+    """
+
+    def __init__(
+        self,
+        items: Sequence[dict],
+        *,
+        image_size: int = 128,
+        num_regions: int = 4,
+        samples_per_item: int = 1,
+        whole_image_prob: float = 0.0,
+        knowledge: KnowledgeBase | None = None,
+        cache_size: int = 8,
+    ) -> None:
+        if not items:
+            raise ValueError("the dataset needs at least one item.")
+        self.items = list(items)
+        self.knowledge = knowledge or default_knowledge_base()
+        # a region's mask includes its parts (the liver includes its tumours), from the knowledge-base hierarchy
+        self._parts = [label_parts(i["labels"], self.knowledge, i.get("label_source")) for i in self.items]
+        self.samples_per_item = samples_per_item
+        self.cache_size = cache_size
+        self._cache: OrderedDict[tuple, dict] = OrderedDict()
+        self.preprocess = Compose(
+            [
+                LoadImaged(keys=["image", "label"], ensure_channel_first=True, image_only=True),
+                ModalityIntensityd(keys="image"),
+            ]
+        )
+        self.sample = Compose(
+            [
+                SampleSliced(keys=["image", "label"]),
+                Resized(
+                    keys=["image", "label"], spatial_size=image_size, size_mode="longest", mode=("area", "nearest")
+                ),
+                SpatialPadd(keys=["image", "label"], spatial_size=(image_size, image_size)),
+                SampleRegionPromptsd(num_regions=num_regions, whole_image_prob=whole_image_prob),
+                RegionCaptionsd(self.knowledge),
+            ]
+        )
+
+    def set_random_state(
+        self, seed: int | None = None, state: np.random.RandomState | None = None
+    ) -> RegionSliceDataset:
+        super().set_random_state(seed, state)
+        self.sample.set_random_state(seed, state)
+        return self
+
+    def randomize(self, data: object = None) -> None:
+        pass
+
+    def __len__(self) -> int:
+        return len(self.items) * self.samples_per_item
+
+    def _volume(self, item: dict) -> dict:
+        key = (item["image"], item["label"], item.get("modality"), item.get("window"))
+        if key not in self._cache:
+            self._cache[key] = self.preprocess(
+                {k: item[k] for k in ("image", "label", "modality", "window") if k in item}
+            )
+            if len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        self._cache.move_to_end(key)
+        return self._cache[key]
+
+    def __getitem__(self, index: int) -> dict:
+        item = self.items[index % len(self.items)]
+        volume = self._volume(item)
+        parts = self._parts[index % len(self.items)]
+        sample = self.sample({**item, **volume, "label_names": item["labels"], "label_parts": parts})
+        return {
+            "image": torch.as_tensor(sample["image"]).float(),
+            **{k: sample[k] for k in sample if k.startswith("region_")},
+            "source": item["image"],
+            "slice_axis": sample["slice_axis"],
+            "slice_index": sample["slice_index"],
+        }
+
+
+@dataclass
+class RegionBatch:
+    """``B`` samples with ``R`` regions each (``K`` clicks per region, images ``S x S``).
+
+    Attributes:
+        images: ``[B, 1, S, S]`` in ``[0, 1]``.
+        masks: ``[B, R, S, S]`` target masks.
+        boxes: ``[B, R, 4]``; points ``[B, R, K, 2]``; point_labels ``[B, R, K]``.
+        texts, entry_ids, names: ``B`` lists of ``R`` captions / knowledge-base ids / dataset label names.
+    """
+
+    images: torch.Tensor
+    masks: torch.Tensor
+    boxes: torch.Tensor
+    points: torch.Tensor
+    point_labels: torch.Tensor
+    texts: list[list[str]]
+    entry_ids: list[list[str]]
+    names: list[list[str]]
+
+    def prompts(self, form: str) -> RegionPrompts:
+        """The regions as prompts of one form: ``mask``, ``box``, ``points`` or ``box+points``."""
+        if form not in PROMPT_FORMS:
+            raise ValueError(f"prompt form {form!r} is not one of {', '.join(PROMPT_FORMS)}.")
+        if form == "mask":
+            return RegionPrompts(masks=self.masks)
+        boxes = self.boxes if "box" in form else None
+        points = (self.points, self.point_labels) if "points" in form else (None, None)
+        return RegionPrompts(points=points[0], point_labels=points[1], boxes=boxes)
+
+
+def collate_regions(samples: list[dict]) -> RegionBatch:
+    """Stack :class:`RegionSliceDataset` samples into a :class:`RegionBatch`."""
+    return RegionBatch(
+        images=torch.stack([s["image"] for s in samples]),
+        masks=torch.stack([s["region_masks"] for s in samples]),
+        boxes=torch.stack([s["region_boxes"] for s in samples]),
+        points=torch.stack([s["region_points"] for s in samples]),
+        point_labels=torch.stack([s["region_point_labels"] for s in samples]),
+        texts=[s["region_texts"] for s in samples],
+        entry_ids=[s["region_entry_ids"] for s in samples],
+        names=[s["region_names"] for s in samples],
+    )

@@ -1,0 +1,207 @@
+"""Region sampling from a 2D label map (masks, boxes, positive/negative clicks, whole-image samples) and
+region captions from the knowledge base."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+
+import numpy as np
+import torch
+from monai.transforms import MapTransform, Randomizable
+
+from medpclip.data.intensity import modality_family
+from medpclip.knowledge import KnowledgeBase, default_knowledge_base
+from medpclip.networks.prompts import NEGATIVE, PADDING, POSITIVE
+
+__all__ = ["WHOLE_IMAGE", "SampleRegionPromptsd", "RegionCaptionsd", "label_parts"]
+
+WHOLE_IMAGE = "whole image"
+
+
+class SampleRegionPromptsd(Randomizable, MapTransform):
+    """Sample ``num_regions`` regions from the 2D label map ``d[label_key]`` (``[1, H, W]`` or ``[H, W]``).
+
+    Each region is one label value present with at least ``min_area`` voxels (drawn without replacement while
+    enough are present), or, with probability ``whole_image_prob``, the whole image. For each region it writes:
+
+    * ``region_masks`` ``[R, H, W]`` float target masks (all ones for the whole image);
+    * ``region_boxes`` ``[R, 4]`` ``(i0, j0, i1, j1)``: the mask's bounding box, enlarged on each side by up to
+      ``box_jitter`` of its size (never shrunk, so it always bounds the mask), clipped to the image;
+    * ``region_points`` ``[R, K, 2]`` / ``region_point_labels`` ``[R, K]``: 1..``max_positive`` clicks drawn from
+      the mask's voxels, 0..``max_negative`` from outside it (preferably inside the box), padded with ``-1``;
+    * ``region_names`` (the label names from ``d[names_key]``, or :data:`WHOLE_IMAGE`) and ``region_values``.
+
+    ``d[parts_key]`` (optional, value -> values) makes a region's mask the union of its parts, e.g. the liver
+    including the tumours inside it (see :func:`label_parts`).
+    """
+
+    def __init__(
+        self,
+        label_key: str = "label",
+        names_key: str = "label_names",
+        parts_key: str = "label_parts",
+        num_regions: int = 4,
+        max_positive: int = 2,
+        max_negative: int = 1,
+        box_jitter: float = 0.1,
+        min_area: int = 4,
+        whole_image_prob: float = 0.0,
+    ) -> None:
+        MapTransform.__init__(self, [label_key])
+        if num_regions < 1 or max_positive < 1 or max_negative < 0:
+            raise ValueError("need num_regions >= 1, max_positive >= 1 and max_negative >= 0.")
+        if not 0 <= whole_image_prob <= 1 or box_jitter < 0:
+            raise ValueError("need 0 <= whole_image_prob <= 1 and box_jitter >= 0.")
+        self.label_key, self.names_key, self.parts_key = label_key, names_key, parts_key
+        self.num_regions, self.max_positive, self.max_negative = num_regions, max_positive, max_negative
+        self.box_jitter, self.min_area, self.whole_image_prob = box_jitter, min_area, whole_image_prob
+
+    def randomize(self, data: object = None) -> None:  # randomness is drawn per region in __call__
+        pass
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        d = dict(data)
+        labels = np.asarray(d[self.label_key]).astype(np.int64)
+        labels = labels[0] if labels.ndim == 3 else labels
+        if labels.ndim != 2:
+            raise ValueError(f"region sampling needs a 2D label map, got shape {list(labels.shape)}.")
+        names = {int(k): v for k, v in (d.get(self.names_key) or {}).items()}
+        parts = {int(k): [int(p) for p in v] for k, v in (d.get(self.parts_key) or {}).items()}
+        values, counts = np.unique(labels[labels > 0], return_counts=True)
+        present = [int(v) for v, c in zip(values, counts, strict=True) if c >= self.min_area]
+        chosen = self._choose(present)
+        k = self.max_positive + self.max_negative
+        masks = np.zeros((len(chosen), *labels.shape), np.float32)
+        boxes = np.zeros((len(chosen), 4), np.float32)
+        points = np.zeros((len(chosen), k, 2), np.float32)
+        point_labels = np.full((len(chosen), k), PADDING, np.int64)
+        for r, value in enumerate(chosen):
+            mask = np.ones_like(labels, bool) if value == 0 else np.isin(labels, parts.get(value, [value]))
+            masks[r] = mask
+            boxes[r] = self._box(mask)
+            if value != 0:
+                points[r], point_labels[r] = self._clicks(mask, boxes[r], k)
+        missing = [v for v in chosen if v and v not in names]
+        if missing:
+            raise ValueError(f"label values {sorted(set(missing))} have no name in '{self.names_key}'.")
+        d.update(
+            region_masks=torch.from_numpy(masks),
+            region_boxes=torch.from_numpy(boxes),
+            region_points=torch.from_numpy(points),
+            region_point_labels=torch.from_numpy(point_labels),
+            region_names=[names[v] if v else WHOLE_IMAGE for v in chosen],
+            region_values=torch.tensor(chosen, dtype=torch.long),
+        )
+        return d
+
+    def _choose(self, present: list[int]) -> list[int]:
+        chosen = []
+        pool = list(present)
+        for _ in range(self.num_regions):
+            if not present or self.R.rand() < self.whole_image_prob:
+                chosen.append(0)
+                continue
+            if not pool:  # fewer labels than regions: draw again from all present labels
+                pool = list(present)
+            chosen.append(pool.pop(self.R.randint(len(pool))))
+        return chosen
+
+    def _box(self, mask: np.ndarray) -> np.ndarray:
+        rows, cols = np.nonzero(mask)
+        i0, i1, j0, j1 = rows.min(), rows.max(), cols.min(), cols.max()
+        grow = self.R.uniform(0, self.box_jitter, 4) * np.array([i1 - i0 + 1, j1 - j0 + 1] * 2)
+        h, w = mask.shape
+        return np.array(
+            [max(i0 - grow[0], 0), max(j0 - grow[1], 0), min(i1 + grow[2], h - 1), min(j1 + grow[3], w - 1)],
+            np.float32,
+        )
+
+    def _clicks(self, mask: np.ndarray, box: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        points = np.zeros((k, 2), np.float32)
+        labels = np.full(k, PADDING, np.int64)
+        inside = np.argwhere(mask)
+        n_pos = self.R.randint(1, self.max_positive + 1)
+        points[:n_pos] = inside[self.R.randint(len(inside), size=n_pos)]
+        labels[:n_pos] = POSITIVE
+        n_neg = self.R.randint(0, self.max_negative + 1)
+        if n_neg:
+            i0, j0, i1, j1 = np.round(box).astype(int)
+            ring = np.zeros_like(mask)
+            ring[i0 : i1 + 1, j0 : j1 + 1] = True
+            outside = np.argwhere(ring & ~mask)
+            if len(outside) == 0:
+                outside = np.argwhere(~mask)
+            if len(outside):
+                points[n_pos : n_pos + n_neg] = outside[self.R.randint(len(outside), size=n_neg)]
+                labels[n_pos : n_pos + n_neg] = NEGATIVE
+        return points, labels
+
+
+def label_parts(
+    names: Mapping[int | str, str], knowledge: KnowledgeBase, source: str | None = None
+) -> dict[int, list[int]]:
+    """For each label value, the values whose knowledge-base entry is it or lies under it (value -> values).
+
+    LiTS: ``{1: [1, 2], 2: [2]}``, because the liver tumour is part of the liver.
+    """
+    entries = {int(v): knowledge.lookup(n, source) for v, n in names.items()}
+    parts = {}
+    for value, entry in entries.items():
+        if entry is None:
+            parts[value] = [value]
+            continue
+        parts[value] = [
+            other
+            for other, e in entries.items()
+            if e is not None and (e.id == entry.id or entry.id in knowledge.ancestors(e.id))
+        ]
+    return parts
+
+
+class RegionCaptionsd(Randomizable, MapTransform):
+    """Captions for ``d["region_names"]`` from the knowledge base: ``region_texts`` and ``region_entry_ids``.
+
+    Label names are mapped with ``d[source_key]`` (e.g. ``"aal3"``); whole-image regions are described by the
+    image's modality. Unknown names are an error (validate datalists first to see them all at once).
+    """
+
+    def __init__(
+        self,
+        knowledge: KnowledgeBase | None = None,
+        source_key: str = "label_source",
+        modality_key: str = "modality",
+    ) -> None:
+        MapTransform.__init__(self, ["region_names"])
+        self.knowledge = knowledge or default_knowledge_base()
+        self.source_key, self.modality_key = source_key, modality_key
+
+    def randomize(self, data: object = None) -> None:
+        pass
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        d = dict(data)
+        modality = d.get(self.modality_key)
+        source = d.get(self.source_key)
+        texts, ids = [], []
+        for name in d["region_names"]:
+            term = modality if name == WHOLE_IMAGE else name
+            entry = self.knowledge.lookup(term, None if name == WHOLE_IMAGE else source) if term else None
+            if entry is None:
+                raise ValueError(f"region {name!r} (source {source!r}) is not in the knowledge base.")
+            seed = int(self.R.randint(2**31))
+            if name == WHOLE_IMAGE:
+                texts.append(self.knowledge.captions(entry.id, n=1, seed=seed)[0])
+            else:
+                modality_text = _modality_text(modality)
+                texts.append(self.knowledge.captions(entry.id, modality=modality_text, n=1, seed=seed)[0])
+            ids.append(entry.id)
+        d["region_texts"], d["region_entry_ids"] = texts, ids
+        return d
+
+
+def _modality_text(modality: str | None) -> str | None:
+    """Readable modality for captions: ``"MR T1"`` stays, DICOM codes become families (``"CR"`` -> ``"X-ray"``)."""
+    if not modality:
+        return None
+    family = modality_family(modality)
+    return {"XR": "X-ray", "US": "ultrasound", "other": modality}.get(family, modality if " " in modality else family)

@@ -1,0 +1,78 @@
+"""Sample 2D slices from 3D volumes along any axis, inside the slab a datalist item allows."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform, Randomizable
+
+__all__ = ["SampleSliced", "squeeze_singleton_depth"]
+
+
+def squeeze_singleton_depth(image: torch.Tensor) -> torch.Tensor:
+    """``[C, H, W, 1]`` (a single DICOM frame as LoadImage returns it) -> ``[C, H, W]``; others unchanged."""
+    if image.ndim == 4 and image.shape[-1] == 1:
+        return image[..., 0]
+    return image
+
+
+class SampleSliced(Randomizable, MapTransform):
+    """Turn ``[C, X, Y, Z]`` volumes into one ``[C, H, W]`` slice, the same slice for every key.
+
+    The axis is ``d[axis_key]`` or, if absent, drawn from ``axes``; the index is ``d[index_key]`` if given
+    (deterministic evaluation), else drawn uniformly from ``d[slices_key] = [start, stop)`` (the item's slab),
+    else from the whole axis. 2D inputs pass through. Writes ``slice_axis`` and ``slice_index`` into the dict.
+    Outputs are plain tensors: a slice has no meaningful 3D affine.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        axis_key: str = "axis",
+        slices_key: str = "slices",
+        index_key: str = "slice",
+        axes: Sequence[int] = (0, 1, 2),
+        allow_missing_keys: bool = False,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        if not axes or any(a not in (0, 1, 2) for a in axes):
+            raise ValueError(f"axes should be a non-empty subset of (0, 1, 2), got {tuple(axes)}.")
+        self.axis_key, self.slices_key, self.index_key = axis_key, slices_key, index_key
+        self.axes = tuple(axes)
+        self._axis: int | None = None
+        self._index: int | None = None
+
+    def randomize(self, data: Mapping[Hashable, object]) -> None:
+        first = squeeze_singleton_depth(data[self.first_key(data)])
+        if first.ndim != 4:
+            self._axis = self._index = None
+            return
+        axis = int(data[self.axis_key]) if self.axis_key in data else int(self.R.choice(self.axes))
+        if axis not in (0, 1, 2):
+            raise ValueError(f"slice axis should be 0, 1 or 2, got {axis}.")
+        size = first.shape[1 + axis]
+        if self.index_key in data:
+            index = int(data[self.index_key])
+        else:
+            start, stop = data.get(self.slices_key) or (0, size)
+            if not 0 <= start < stop <= size:
+                raise ValueError(f"slices [{start}, {stop}) do not fit an axis of {size} voxels.")
+            index = int(self.R.randint(start, stop))
+        if not 0 <= index < size:
+            raise ValueError(f"slice index {index} is outside an axis of {size} voxels.")
+        self._axis, self._index = axis, index
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, object]:
+        d = dict(data)
+        self.randomize(d)
+        for key in self.key_iterator(d):
+            image = torch.as_tensor(np.asarray(d[key]) if not isinstance(d[key], torch.Tensor) else d[key])
+            image = squeeze_singleton_depth(image)
+            if self._axis is not None:
+                image = image.select(1 + self._axis, self._index)
+            d[key] = image.as_tensor() if hasattr(image, "as_tensor") else image
+        d["slice_axis"], d["slice_index"] = self._axis, self._index
+        return d

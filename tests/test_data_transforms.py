@@ -1,0 +1,159 @@
+"""Data transforms: loading 2D/3D formats, modality intensity, slice sampling, region sampling, captions."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import nrrd
+import numpy as np
+import pytest
+import torch
+from monai.transforms import LoadImaged
+from PIL import Image
+from pydicom.data import get_testdata_file
+
+from medpclip.data.intensity import CT_WINDOWS, ModalityIntensityd, modality_family
+from medpclip.data.phantoms import PHANTOM_LABELS, phantom_slice, random_phantom
+from medpclip.data.regions import WHOLE_IMAGE, RegionCaptionsd, SampleRegionPromptsd
+from medpclip.data.slicing import SampleSliced
+
+NAMES = {k: v for k, v in PHANTOM_LABELS.items() if k}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """One small file per supported format, all holding the same 2D phantom (3D: a stack of it)."""
+    root = tmp_path_factory.mktemp("formats")
+    image, _ = phantom_slice(size=32)
+    paths = {}
+    nib.save(nib.Nifti1Image(image, np.eye(4)), root / "slice.nii.gz")
+    nib.save(nib.Nifti1Image(np.stack([image] * 5, -1), np.eye(4)), root / "volume.nii.gz")
+    header = {"space": "left-posterior-superior", "space directions": np.eye(3), "space origin": np.zeros(3)}
+    nrrd.write(str(root / "volume.nrrd"), np.stack([image] * 4, -1), header)  # as 3D Slicer writes them
+    Image.fromarray((image * 255).astype(np.uint8)).save(root / "slice.png")
+    for name in ("slice.nii.gz", "volume.nii.gz", "volume.nrrd", "slice.png"):
+        paths[name] = root / name
+    paths["ct.dcm"] = get_testdata_file("CT_small.dcm")
+    paths["mr.dcm"] = get_testdata_file("MR_small.dcm")
+    return paths
+
+
+@pytest.mark.parametrize(
+    ("name", "dims"), [("slice.nii.gz", 2), ("volume.nii.gz", 3), ("volume.nrrd", 3), ("slice.png", 2), ("ct.dcm", 2)]
+)
+def test_loading_and_slicing_gives_2d_slices(files, name, dims):
+    loaded = LoadImaged(keys="image", ensure_channel_first=True, image_only=True)({"image": str(files[name])})
+    sliced = SampleSliced(keys="image").set_random_state(0)(loaded)
+    assert sliced["image"].ndim == 3 and sliced["image"].shape[0] == 1
+    assert (sliced["slice_axis"] is None) == (dims == 2)
+
+
+def test_slices_stay_inside_the_slab():
+    volume = torch.arange(20).float().view(1, 1, 1, 20).expand(1, 4, 5, 20).clone()
+    sampler = SampleSliced(keys="image").set_random_state(3)
+    seen = set()
+    for _ in range(50):
+        out = sampler({"image": volume, "axis": 2, "slices": [6, 9]})
+        assert out["image"].shape == (1, 4, 5)
+        seen.add(out["slice_index"])
+        assert out["image"][0, 0, 0].item() == out["slice_index"]
+    assert seen == {6, 7, 8}
+    fixed = sampler({"image": volume, "axis": 1, "slice": 2})
+    assert fixed["image"].shape == (1, 4, 20) and fixed["slice_index"] == 2
+    with pytest.raises(ValueError, match="do not fit"):
+        sampler({"image": volume, "axis": 2, "slices": [15, 30]})
+
+
+def test_ct_is_windowed_and_other_modalities_percentile_scaled(files):
+    hu = torch.tensor([[[-1000.0, 40.0, 240.0, 3000.0]]])
+    out = ModalityIntensityd(keys="image")({"image": hu, "modality": "CT"})["image"]
+    level, width = CT_WINDOWS["abdomen"]
+    torch.testing.assert_close(out, torch.tensor([[[0.0, 0.5, 1.0, 1.0]]]))
+    assert level == 40 and width == 400
+    brain = ModalityIntensityd(keys="image")({"image": hu, "modality": "CT", "window": "brain"})["image"]
+    assert brain[0, 0, 1] == 0.5 and brain[0, 0, 2] == 1.0
+    mr = torch.rand(1, 16, 16) * 3000
+    scaled = ModalityIntensityd(keys="image")({"image": mr, "modality": "MR T1"})["image"]
+    assert scaled.min() >= 0 and scaled.max() <= 1 and scaled.max() > 0.99
+    # the modality comes from the DICOM header when the datalist does not say
+    loaded = LoadImaged(keys="image", ensure_channel_first=True, image_only=True)({"image": str(files["ct.dcm"])})
+    raw = loaded["image"].clone()
+    windowed = ModalityIntensityd(keys="image")(loaded)["image"]
+    expected = ((raw - (level - width / 2)) / width).clamp(0, 1)
+    torch.testing.assert_close(windowed.as_tensor(), expected.as_tensor(), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="window"):
+        ModalityIntensityd(keys="image")({"image": hu, "modality": "CT", "window": "elbow"})
+
+
+@pytest.mark.parametrize("modality", ["CT", "MR", "XR", "US", "PET", "NM"])
+def test_modality_families(modality):
+    assert modality_family(modality if modality != "XR" else "CR") == modality
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_sampled_prompts_lie_in_and_bound_their_region(seed):
+    phantom = random_phantom(seed, size=64)
+    sampler = SampleRegionPromptsd(num_regions=5, max_positive=3, max_negative=2, box_jitter=0.3, whole_image_prob=0.2)
+    sampler.set_random_state(seed)
+    out = sampler({"label": phantom.labels[None], "label_names": phantom.names})
+    masks, boxes = out["region_masks"].bool(), out["region_boxes"]
+    points, labels = out["region_points"].long(), out["region_point_labels"]
+    assert masks.shape == (5, 64, 64) and boxes.shape == (5, 4) and points.shape == (5, 5, 2)
+    for r in range(5):
+        mask = masks[r]
+        if out["region_names"][r] == WHOLE_IMAGE:
+            assert mask.all() and (labels[r] == -1).all()
+            continue
+        assert (phantom.labels == out["region_values"][r].item()).sum() == mask.sum()
+        rows, cols = torch.nonzero(mask, as_tuple=True)
+        i0, j0, i1, j1 = boxes[r].tolist()
+        assert i0 <= rows.min() and j0 <= cols.min() and i1 >= rows.max() and j1 >= cols.max()
+        assert 0 <= i0 <= i1 <= 63 and 0 <= j0 <= j1 <= 63
+        positive = points[r][labels[r] == 1]
+        negative = points[r][labels[r] == 0]
+        assert len(positive) >= 1
+        assert mask[positive[:, 0], positive[:, 1]].all(), "positive clicks must lie inside the region"
+        assert not mask[negative[:, 0], negative[:, 1]].any(), "negative clicks must lie outside the region"
+
+
+def test_region_sampling_is_deterministic_and_distinct():
+    _, labels = phantom_slice(size=64)
+    data = {"label": labels[None], "label_names": NAMES}
+    a = SampleRegionPromptsd(num_regions=4).set_random_state(1)(data)
+    b = SampleRegionPromptsd(num_regions=4).set_random_state(1)(data)
+    assert a["region_names"] == b["region_names"]
+    torch.testing.assert_close(a["region_points"], b["region_points"])
+    assert len(set(a["region_names"])) == 4, "labels are drawn without replacement while enough are present"
+    with pytest.raises(ValueError, match="no name"):
+        SampleRegionPromptsd(num_regions=4).set_random_state(1)({"label": labels[None], "label_names": {1: "body"}})
+
+
+def test_captions_follow_the_knowledge_base_and_the_seed():
+    _, labels = phantom_slice(size=64)
+    sampled = SampleRegionPromptsd(num_regions=3, whole_image_prob=0.3).set_random_state(2)(
+        {"label": labels[None], "label_names": NAMES, "modality": "CT"}
+    )
+    a = RegionCaptionsd().set_random_state(7)(sampled)
+    b = RegionCaptionsd().set_random_state(7)(sampled)
+    assert a["region_texts"] == b["region_texts"]
+    assert len(a["region_texts"]) == 3 and all(a["region_texts"])
+    assert len(a["region_entry_ids"]) == 3
+    with pytest.raises(ValueError, match="not in the knowledge base"):
+        RegionCaptionsd()({"region_names": ["Flux_Capacitor_L"], "label_source": "aal3"})
+
+
+def test_a_region_includes_its_parts():
+    """LiTS labels the tumour apart from the liver; the liver region must still cover its tumours."""
+    from medpclip.data.regions import label_parts
+    from medpclip.knowledge import default_knowledge_base
+
+    parts = label_parts({"1": "liver", "2": "tumor"}, default_knowledge_base(), "lits")
+    assert parts == {1: [1, 2], 2: [2]}
+    labels = np.zeros((1, 20, 20), np.int64)
+    labels[0, 2:15, 2:15] = 1
+    labels[0, 5:8, 5:8] = 2
+    out = SampleRegionPromptsd(num_regions=2).set_random_state(0)(
+        {"label": labels, "label_names": {1: "liver", 2: "tumor"}, "label_parts": parts}
+    )
+    liver = out["region_names"].index("liver")
+    assert out["region_masks"][liver].sum() == 13 * 13, "the liver mask has no holes where the tumour is"
+    assert out["region_masks"][1 - liver].sum() == 9

@@ -1,0 +1,124 @@
+"""Datalists: the three forms load, paths resolve, and bad datalists fail with one error listing every problem."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from medpclip.data.datalists import DatalistError, datalist_form, load_datalist
+from medpclip.data.dataset import PROMPT_FORMS, RegionSliceDataset, collate_regions
+from medpclip.data.phantoms import random_phantom
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    """A 3D phantom (image + labels), a 2D mask and a PNG under one folder."""
+    root = tmp_path_factory.mktemp("datalists")
+    phantom = random_phantom(seed=1, size=40, dims=3)
+    nib.save(nib.Nifti1Image(phantom.image, np.eye(4)), root / "ct.nii.gz")
+    nib.save(nib.Nifti1Image(phantom.labels.astype(np.int16), np.eye(4)), root / "labels.nii.gz")
+    nib.save(nib.Nifti1Image(phantom.image[:, :, 20], np.eye(4)), root / "slice.nii.gz")
+    nib.save(nib.Nifti1Image((phantom.labels[:, :, 20] == 2).astype(np.uint8), np.eye(4)), root / "liver_mask.nii.gz")
+    (root / "names.json").write_text(json.dumps({str(k): v for k, v in phantom.names.items()}))
+    return root
+
+
+def write(root, name: str, data: dict):
+    path = root / name
+    path.write_text(json.dumps(data))
+    return path
+
+
+def label_datalist(root, **extra):
+    names = json.loads((root / "names.json").read_text())
+    item = {"image": "ct.nii.gz", "label": "labels.nii.gz", "axis": 2, "slices": [5, 35], **extra}
+    return {"labels": names, "modality": "CT", "training": [item], "validation": [item]}
+
+
+def test_the_three_forms_load_and_resolve_paths(root):
+    items = load_datalist(write(root, "a.json", label_datalist(root)))
+    assert datalist_form(items) == "labels"
+    assert items[0]["image"] == str(root / "ct.nii.gz") and items[0]["modality"] == "CT"
+    regions = {
+        "training": [
+            {
+                "image": "slice.nii.gz",
+                "regions": [
+                    {"name": "liver", "mask": "liver_mask.nii.gz"},
+                    {"name": "left kidney", "box": [3, 4, 20, 30]},
+                    {"text": "a dark spot", "points": [[10, 10]]},
+                ],
+            }
+        ]
+    }
+    items = load_datalist(write(root, "b.json", regions))
+    assert datalist_form(items) == "regions"
+    assert items[0]["regions"][0]["mask"] == str(root / "liver_mask.nii.gz")
+    pairs = {"training": [{"image": "slice.nii.gz", "text": "an abdominal CT slice"}]}
+    assert datalist_form(load_datalist(write(root, "c.json", pairs))) == "pairs"
+
+
+def test_bad_datalist_lists_every_bad_entry(root):
+    good = label_datalist(root)["training"][0]
+    names = json.loads((root / "names.json").read_text())
+    data = {
+        "labels": {**names, "9": "Flux_Capacitor_L"},
+        "training": [
+            good,
+            {**good, "image": "missing.nii.gz"},
+            {**good, "label": "slice.nii.gz"},
+            {**good, "slices": [10, 400]},
+            {"image": "slice.nii.gz", "label": "liver_mask.nii.gz", "axis": 0},
+        ],
+    }
+    with pytest.raises(DatalistError) as err:
+        load_datalist(write(root, "bad.json", data))
+    message = str(err.value)
+    assert message.count("training[") == 5, message  # every entry has at least one problem (unknown label)
+    for fragment in ("missing file", "label shape", "do not fit", "need a 3D image", "Flux_Capacitor_L"):
+        assert fragment in message
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"training": [{"image": "slice.nii.gz", "regions": [{"name": "liver"}]}]}, "no 'mask', 'box' or 'points'"),
+        ({"training": [{"image": "slice.nii.gz", "regions": [{"name": "liver", "box": [9, 9, 1, 1]}]}]}, "box"),
+        ({"training": [{"image": "slice.nii.gz", "text": " "}]}, "non-empty string"),
+        ({"training": [{"image": "slice.nii.gz", "foo": 1}]}, "cannot tell the form"),
+        ({"validation": []}, "no list 'training'"),
+    ],
+)
+def test_malformed_entries(root, data, message):
+    with pytest.raises(DatalistError, match=message):
+        load_datalist(write(root, "m.json", data))
+
+
+def test_missing_or_broken_datalist_file(root):
+    with pytest.raises(DatalistError, match="does not exist"):
+        load_datalist(root / "nope.json")
+    (root / "broken.json").write_text("{")
+    with pytest.raises(DatalistError, match="not valid JSON"):
+        load_datalist(root / "broken.json")
+
+
+def test_region_dataset_feeds_the_model(root, tiny_model):
+    items = load_datalist(write(root, "a.json", label_datalist(root)))
+    dataset = RegionSliceDataset(items, image_size=128, num_regions=3, samples_per_item=4)
+    dataset.set_random_state(0)
+    batch = next(iter(DataLoader(dataset, batch_size=4, collate_fn=collate_regions)))
+    assert batch.images.shape == (4, 1, 128, 128) and batch.masks.shape == (4, 3, 128, 128)
+    assert 0 <= batch.images.min() and batch.images.max() <= 1
+    assert len(batch.texts) == 4 and all(len(t) == 3 for t in batch.texts)
+    for form in PROMPT_FORMS:
+        with torch.inference_mode():
+            enc, masks = tiny_model(batch.images, batch.prompts(form))
+        assert enc.region_embeds.shape == (4, 3, 256) and masks.shape == (4, 3, 32, 32)
+    again = RegionSliceDataset(items, image_size=128, num_regions=3).set_random_state(0)[0]
+    first = RegionSliceDataset(items, image_size=128, num_regions=3).set_random_state(0)[0]
+    assert again["region_texts"] == first["region_texts"] and again["slice_index"] == first["slice_index"]

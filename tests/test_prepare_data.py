@@ -1,0 +1,224 @@
+"""scripts/prepare_data.py end to end on the real installed data (slow: about 10 s), without network access."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import socket
+import sys
+from itertools import combinations
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "prepare_data.py"
+TEMPLATE_SHAPE = (197, 233, 189)
+LABEL_LISTS = ("brain_aal3", "brain_hcpex", "liver_lits")
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("prepare_data", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def script():
+    return _load_script()
+
+
+def _no_network(*args, **kwargs):
+    raise AssertionError("prepare_data tried to open a network connection")
+
+
+@pytest.fixture(scope="module")
+def prepared(script, tmp_path_factory):
+    """The prepared folder, made once with sockets disabled (so nothing is downloaded)."""
+    out = tmp_path_factory.mktemp("prepared")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(socket.socket, "connect", _no_network)
+        assert script.main(["--out", str(out)]) == 0
+    return out
+
+
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def _array(path: Path) -> np.ndarray:
+    return np.asanyarray(nib.load(str(path)).dataobj)
+
+
+def _snapshot(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+
+def test_bad_out_is_exit_2(script, tmp_path, capsys):
+    not_a_folder = tmp_path / "file.txt"
+    not_a_folder.write_text("x")
+    assert script.main(["--out", str(not_a_folder)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --out") and "\n" not in err
+    assert script.main(["--out", str(not_a_folder / "below")]) == 2
+
+
+@pytest.mark.slow
+def test_volumes_on_template_grid(prepared):
+    t1 = nib.load(str(prepared / "brain/mni152_t1.nii.gz"))
+    assert t1.shape == TEMPLATE_SHAPE and t1.get_data_dtype() == np.float32
+    for name in ("mni152_brain_mask", "mni152_gm_mask", "mni152_wm_mask", "aal3", "hcpex"):
+        image = nib.load(str(prepared / f"brain/{name}.nii.gz"))
+        assert image.shape == TEMPLATE_SHAPE, name
+        assert np.allclose(image.affine, t1.affine), name
+    assert nib.load(str(prepared / "brain/aal3.nii.gz")).get_data_dtype() == np.int16
+    assert set(np.unique(_array(prepared / "brain/mni152_brain_mask.nii.gz")).tolist()) == {0, 1}
+
+
+@pytest.mark.slow
+def test_atlas_labels_match_volumes(prepared):
+    for source, minimum in (("aal3", 160), ("hcpex", 400)):
+        present = set(np.unique(_array(prepared / f"brain/{source}.nii.gz")).tolist()) - {0}
+        assert len(present) >= minimum
+        names = _json(prepared / f"brain/{source}_labels.json")
+        assert {int(k) for k in names} == present
+    assert _json(prepared / "brain/aal3_labels.json")["1"] == "Precentral_L"
+
+
+@pytest.mark.slow
+def test_lits_is_ras_with_axial_axis_last(prepared):
+    ct = nib.load(str(prepared / "liver/lits_117_ct.nii.gz"))
+    label = _array(prepared / "liver/lits_117_label.nii.gz")
+    assert nib.aff2axcodes(ct.affine) == ("R", "A", "S") and ct.shape == label.shape == (128, 128, 128)
+    assert set(np.unique(label).tolist()) == {0, 1, 2}
+    hu = np.asanyarray(ct.dataobj)
+    assert hu.min() < -900 and hu.max() > 1000  # Hounsfield units
+    centre = (np.asarray(ct.shape) - 1) / 2
+    liver = np.argwhere(label == 1).mean(axis=0)
+    bone = np.argwhere(hu > 400).mean(axis=0)
+    assert liver[0] > centre[0]  # the liver is on the patient's right (+x in RAS)
+    assert bone[1] < liver[1]  # the spine is posterior to the liver (+y is anterior)
+
+
+@pytest.mark.slow
+def test_dicom_examples_decode_and_are_distinct(prepared):
+    import pydicom
+
+    files = sorted((prepared / "dicom").glob("*.dcm"))
+    assert len(files) >= 8
+    frames: dict[str, list[np.ndarray]] = {}
+    for path in files:
+        ds = pydicom.dcmread(path)
+        assert path.name.startswith(f"{ds.Modality}_")
+        pixels = ds.pixel_array
+        assert min(int(ds.Rows), int(ds.Columns)) >= 32
+        frames.setdefault(ds.Modality, []).append(pixels.reshape(-1, *pixels.shape[-2:])[0].astype(float))
+    assert {"CT", "MR", "US", "CR"} <= set(frames)
+    assert all(len(frames[m]) >= 2 for m in ("CT", "MR", "US", "CR"))
+    for images in frames.values():  # no image kept twice in two encodings
+        for a, b in combinations(images, 2):
+            assert a.shape != b.shape or abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) < 0.98
+
+
+@pytest.mark.slow
+def test_datalists_split_by_slab(prepared):
+    used: dict[tuple[str, int], dict[str, set[int]]] = {}
+    for name in (*LABEL_LISTS, "modalities"):
+        data = _json(prepared / f"datalist_{name}.json")
+        for split in ("training", "validation"):
+            assert data[split], (name, split)
+            for item in data[split]:
+                assert (prepared / item["image"]).is_file()
+                if "slices" not in item:
+                    continue
+                start, stop = item["slices"]
+                shape = nib.load(str(prepared / item["image"])).shape
+                assert 0 <= start < stop <= shape[item["axis"]]
+                slices = used.setdefault((item["image"], item["axis"]), {"training": set(), "validation": set()})
+                slices[split] |= set(range(start, stop))
+    gap = _json(prepared / "datalist_brain_aal3.json")["split"]["gap"]
+    assert {(image, axis) for image, axis in used} == {
+        (image, axis) for image in ("brain/mni152_t1.nii.gz", "liver/lits_117_ct.nii.gz") for axis in range(3)
+    }
+    for slices in used.values():  # across all datalists of one volume and axis
+        train, val = np.array(sorted(slices["training"])), np.array(sorted(slices["validation"]))
+        assert np.abs(train[:, None] - val[None, :]).min() > gap
+
+
+@pytest.mark.slow
+def test_label_datalists_list_only_labelled_slices(prepared):
+    for name in LABEL_LISTS:
+        data = _json(prepared / f"datalist_{name}.json")
+        assert data["split"] == {"method": "slab", "n_slabs": 10, "validation_slabs": [3, 7], "gap": 3}
+        for item in data["training"] + data["validation"]:
+            label = _array(prepared / item["label"])
+            start, stop = item["slices"]
+            per_slice = np.moveaxis(label, item["axis"], 0)[start:stop].reshape(stop - start, -1)
+            assert per_slice.any(axis=1).all(), (name, item)
+
+
+@pytest.mark.slow
+def test_modality_pairs_split_per_modality(prepared):
+    data = _json(prepared / "datalist_modalities.json")
+    files = {s: [i for i in data[s] if i["image"].startswith("dicom/")] for s in ("training", "validation")}
+    for item in files["training"] + files["validation"]:
+        assert item["image"] == f"dicom/{item['modality']}_{item['image'].split('_', 1)[1]}" and item["text"]
+    names = {s: {i["image"] for i in files[s]} for s in files}
+    assert not names["training"] & names["validation"]
+    for modality in {i["modality"] for i in files["training"]}:
+        count = sum(i["modality"] == modality for s in files for i in files[s])
+        if count >= 2:
+            assert any(i["modality"] == modality for i in files["validation"])
+    volumes = {i["modality"] for s in ("training", "validation") for i in data[s] if "slices" in i}
+    assert volumes == {"MR T1", "CT"}
+
+
+@pytest.mark.slow
+def test_manifest_counts_and_hashes(prepared):
+    manifest = _json(prepared / "manifest.json")
+    counts = manifest["counts"]
+    assert counts["images"]["total"] == 2 + len(list((prepared / "dicom").glob("*.dcm")))
+    for split in ("training", "validation"):
+        assert counts["label_datalists_total"][split]["slices"] > 0
+        assert counts["label_datalists_total"][split]["regions"] > 0
+    assert all(n > 0 for n in counts["distinct_region_names"].values())
+    assert manifest["source_packages"]["nilearn"] != "missing"
+    for rel, info in manifest["files"].items():
+        assert hashlib.sha256((prepared / rel).read_bytes()).hexdigest() == info["sha256"], rel
+
+
+@pytest.mark.slow
+def test_region_counts_match_slice_by_slice_count(prepared):
+    counts = _json(prepared / "manifest.json")["counts"]["label_datalists"]["lits"]
+    data = _json(prepared / "datalist_liver_lits.json")
+    label = _array(prepared / "liver/lits_117_label.nii.gz")
+    for split in ("training", "validation"):
+        regions = 0
+        for item in data[split]:
+            for index in range(*item["slices"]):
+                regions += np.count_nonzero(np.unique(np.take(label, index, axis=item["axis"])))
+        assert counts[split]["regions"] == regions > 0
+
+
+@pytest.mark.slow
+def test_second_run_rewrites_nothing(script, prepared):
+    before = _snapshot(prepared)
+    assert script.main(["--out", str(prepared)]) == 0
+    assert _snapshot(prepared) == before
+
+
+@pytest.mark.slow
+def test_missing_output_is_rewritten_alone(script, prepared):
+    target = prepared / "liver/lits_117_label.nii.gz"
+    content = target.read_bytes()
+    target.unlink()
+    before = _snapshot(prepared)
+    assert script.main(["--out", str(prepared)]) == 0
+    after = _snapshot(prepared)
+    assert target.read_bytes() == content  # reproducible byte for byte
+    changed = {rel for rel in after if after[rel] != before.get(rel)}
+    assert changed == {"liver/lits_117_label.nii.gz", "manifest.json"}
