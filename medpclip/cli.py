@@ -16,6 +16,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
     demo.add_argument("--checkpoint", default=None, help="MedP-CLIP checkpoint (default: untrained tiny model)")
     demo.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    train = sub.add_parser("train", help="train from a recipe (configs/*.json), resuming from its last checkpoint")
+    train.add_argument("--config", required=True, help="recipe JSON, e.g. configs/cpu_tiny.json")
+    train.add_argument("--iterations", type=int, default=None, help="override the recipe's iteration budget")
+    train.add_argument("--out", default=None, help="override the recipe's output folder")
     return parser
 
 
@@ -30,6 +34,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(summary))
             else:
                 print(f"wrote {args.out}/summary.json and {args.out}/overlay.png ({summary['weights']})")
+        elif args.command == "train":
+            from medpclip.engines.training import TrainConfig, train
+
+            config = TrainConfig.from_json(args.config, iterations=args.iterations, out_dir=args.out)
+            print(f"wrote {train(config)}")
     except (ValueError, FileNotFoundError) as err:
         print(f"medpclip {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -46,3 +46,29 @@ def make_model():
         return model
 
     return make
+
+
+@pytest.fixture(scope="session")
+def phantom_datalist(tmp_path_factory):
+    """A label datalist (form a) over one 3D phantom CT: training and validation slabs along every axis."""
+    import json
+
+    import nibabel as nib
+    import numpy as np
+
+    from medpclip.data.phantoms import random_phantom
+
+    root = tmp_path_factory.mktemp("phantom_data")
+    phantom = random_phantom(seed=1, size=48, dims=3)
+    nib.save(nib.Nifti1Image(phantom.image * 400 - 100, np.eye(4)), root / "ct.nii.gz")  # roughly HU
+    nib.save(nib.Nifti1Image(phantom.labels.astype(np.int16), np.eye(4)), root / "labels.nii.gz")
+    slab = lambda axis, lo, hi: {"image": "ct.nii.gz", "label": "labels.nii.gz", "axis": axis, "slices": [lo, hi]}  # noqa: E731
+    data = {
+        "labels": {str(k): v for k, v in phantom.names.items()},
+        "modality": "CT",
+        "training": [slab(a, 8, 20) for a in range(3)] + [slab(a, 28, 40) for a in range(3)],
+        "validation": [slab(a, 22, 26) for a in range(3)],
+    }
+    path = root / "datalist.json"
+    path.write_text(json.dumps(data))
+    return path

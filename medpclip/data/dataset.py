@@ -1,14 +1,15 @@
-"""A DataLoader-ready dataset of 2D region samples drawn from label-map datalists, and its collate function.
+"""DataLoader-ready datasets of 2D samples drawn from datalists, and the region batch collate function.
 
-Volumes are loaded and intensity-scaled once per process (a small cache keyed by file), then every sample
-draws a slice inside the item's slab, resizes it to the model's square input, samples regions and captions.
+Volumes are loaded and intensity-scaled once per process (a small cache keyed by file), then every sample draws a
+slice inside the item's slab and resizes it to the model's square input; region samples also draw regions and
+captions.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -21,12 +22,80 @@ from medpclip.data.slicing import SampleSliced
 from medpclip.knowledge import KnowledgeBase, default_knowledge_base
 from medpclip.networks.prompts import RegionPrompts
 
-__all__ = ["PROMPT_FORMS", "RegionBatch", "RegionSliceDataset", "collate_regions"]
+__all__ = ["PROMPT_FORMS", "ImageSliceDataset", "RegionBatch", "RegionSliceDataset", "collate_regions"]
 
 PROMPT_FORMS = ("mask", "box", "points", "box+points")
 
 
-class RegionSliceDataset(Dataset, Randomizable):
+def preprocess_transform(keys: list[str]) -> Compose:
+    """Deterministic, cacheable per volume: load channel-first, scale the image's intensity by modality."""
+    return Compose(
+        [LoadImaged(keys=keys, ensure_channel_first=True, image_only=True), ModalityIntensityd(keys="image")]
+    )
+
+
+def slice_transforms(keys: list[str], image_size: int) -> list:
+    """Random per sample: one slice inside the item's slab, resized (longest side) and padded to a square."""
+    return [
+        SampleSliced(keys=keys),
+        Resized(keys=keys, spatial_size=image_size, size_mode="longest", mode=("area", "nearest")[: len(keys)]),
+        SpatialPadd(keys=keys, spatial_size=(image_size, image_size)),
+    ]
+
+
+class _VolumeCache:
+    """Preprocessed volumes keyed by the item fields that determine them (least recently used dropped)."""
+
+    def __init__(self, preprocess: Compose, fields: tuple[str, ...], size: int) -> None:
+        self.preprocess, self.fields, self.size = preprocess, fields, size
+        self._store: OrderedDict[tuple, dict] = OrderedDict()
+
+    def get(self, item: dict) -> dict:
+        key = tuple(item.get(f) for f in self.fields)
+        if key not in self._store:
+            self._store[key] = self.preprocess({f: item[f] for f in self.fields if f in item})
+            if len(self._store) > self.size:
+                self._store.popitem(last=False)
+        self._store.move_to_end(key)
+        return self._store[key]
+
+
+class _SliceDataset(Dataset, Randomizable):
+    """Shared plumbing: items, the volume cache and a random ``sample`` pipeline seeded with the dataset."""
+
+    sample: Compose
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> _SliceDataset:
+        super().set_random_state(seed, state)
+        self.sample.set_random_state(seed, state)
+        return self
+
+    def randomize(self, data: object = None) -> None:
+        pass
+
+
+class ImageSliceDataset(_SliceDataset):
+    """2D images (no labels) from datalist items with an ``image``: for image-level evaluation and image–text
+    pairs. Yields ``{"image": [1, S, S], "modality", "text", "source"}``."""
+
+    def __init__(self, items: Sequence[dict], *, image_size: int = 128, cache_size: int = 8) -> None:
+        if not items:
+            raise ValueError("the dataset needs at least one item.")
+        self.items = list(items)
+        self.sample = Compose(slice_transforms(["image"], image_size))
+        self._cache = _VolumeCache(preprocess_transform(["image"]), ("image", "modality", "window"), cache_size)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        item = self.items[index]
+        sample = self.sample({**item, **self._cache.get(item)})
+        image = torch.as_tensor(sample["image"]).float()[:1]  # colour DICOMs: the first channel
+        return {"image": image, "modality": item.get("modality"), "text": item.get("text"), "source": item["image"]}
+
+
+class RegionSliceDataset(_SliceDataset):
     """Random 2D region samples from label-map datalist items (form (a), see :mod:`medpclip.data.datalists`).
 
     Args:
@@ -56,58 +125,27 @@ class RegionSliceDataset(Dataset, Randomizable):
         # a region's mask includes its parts (the liver includes its tumours), from the knowledge-base hierarchy
         self._parts = [label_parts(i["labels"], self.knowledge, i.get("label_source")) for i in self.items]
         self.samples_per_item = samples_per_item
-        self.cache_size = cache_size
-        self._cache: OrderedDict[tuple, dict] = OrderedDict()
-        self.preprocess = Compose(
-            [
-                LoadImaged(keys=["image", "label"], ensure_channel_first=True, image_only=True),
-                ModalityIntensityd(keys="image"),
-            ]
-        )
         self.sample = Compose(
             [
-                SampleSliced(keys=["image", "label"]),
-                Resized(
-                    keys=["image", "label"], spatial_size=image_size, size_mode="longest", mode=("area", "nearest")
-                ),
-                SpatialPadd(keys=["image", "label"], spatial_size=(image_size, image_size)),
+                *slice_transforms(["image", "label"], image_size),
                 SampleRegionPromptsd(num_regions=num_regions, whole_image_prob=whole_image_prob),
                 RegionCaptionsd(self.knowledge),
             ]
         )
-
-    def set_random_state(
-        self, seed: int | None = None, state: np.random.RandomState | None = None
-    ) -> RegionSliceDataset:
-        super().set_random_state(seed, state)
-        self.sample.set_random_state(seed, state)
-        return self
-
-    def randomize(self, data: object = None) -> None:
-        pass
+        fields = ("image", "label", "modality", "window")
+        self._cache = _VolumeCache(preprocess_transform(["image", "label"]), fields, cache_size)
 
     def __len__(self) -> int:
         return len(self.items) * self.samples_per_item
 
-    def _volume(self, item: dict) -> dict:
-        key = (item["image"], item["label"], item.get("modality"), item.get("window"))
-        if key not in self._cache:
-            self._cache[key] = self.preprocess(
-                {k: item[k] for k in ("image", "label", "modality", "window") if k in item}
-            )
-            if len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
-        self._cache.move_to_end(key)
-        return self._cache[key]
-
     def __getitem__(self, index: int) -> dict:
         item = self.items[index % len(self.items)]
-        volume = self._volume(item)
         parts = self._parts[index % len(self.items)]
-        sample = self.sample({**item, **volume, "label_names": item["labels"], "label_parts": parts})
+        sample = self.sample({**item, **self._cache.get(item), "label_names": item["labels"], "label_parts": parts})
         return {
             "image": torch.as_tensor(sample["image"]).float(),
             **{k: sample[k] for k in sample if k.startswith("region_")},
+            "modality": item.get("modality"),
             "source": item["image"],
             "slice_axis": sample["slice_axis"],
             "slice_index": sample["slice_index"],
@@ -123,6 +161,7 @@ class RegionBatch:
         masks: ``[B, R, S, S]`` target masks.
         boxes: ``[B, R, 4]``; points ``[B, R, K, 2]``; point_labels ``[B, R, K]``.
         texts, entry_ids, names: ``B`` lists of ``R`` captions / knowledge-base ids / dataset label names.
+        modalities: ``B`` modality names (``"CT"``, ``"MR T1"``, ...) or None.
     """
 
     images: torch.Tensor
@@ -133,6 +172,11 @@ class RegionBatch:
     texts: list[list[str]]
     entry_ids: list[list[str]]
     names: list[list[str]]
+    modalities: list[str | None]
+
+    def to(self, device: torch.device | str) -> RegionBatch:
+        tensors = ("images", "masks", "boxes", "points", "point_labels")
+        return replace(self, **{name: getattr(self, name).to(device) for name in tensors})
 
     def prompts(self, form: str) -> RegionPrompts:
         """The regions as prompts of one form: ``mask``, ``box``, ``points`` or ``box+points``."""
@@ -156,4 +200,5 @@ def collate_regions(samples: list[dict]) -> RegionBatch:
         texts=[s["region_texts"] for s in samples],
         entry_ids=[s["region_entry_ids"] for s in samples],
         names=[s["region_names"] for s in samples],
+        modalities=[s["modality"] for s in samples],
     )

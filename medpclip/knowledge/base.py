@@ -236,14 +236,28 @@ class KnowledgeBase:
             templates = ENSEMBLE_TEMPLATES_MODALITY if modality else ENSEMBLE_TEMPLATES
         return [t.format(name=name, modality=modality) for name in entry.names for t in templates]
 
+    def _caption_templates(self, entry: Entry, modality: str | None) -> list[str]:
+        if entry.kind == "modality":  # an image-level caption: the image is a CT, not "this region is the CT"
+            return MODALITY_TEMPLATES + ["{name}: {description}"]
+        return CAPTION_TEMPLATES + (CAPTION_TEMPLATES_MODALITY if modality else [])
+
+    def caption_space(self, entry_id: str, modality: str | None = None) -> list[str]:
+        """Every caption :meth:`captions` can draw for this entry and modality (to pre-encode them in bulk)."""
+        entry = self._entries[entry_id]
+        description = entry.description.rstrip(".") if entry.description else entry.name
+        return list(
+            dict.fromkeys(
+                t.format(name=name, modality=modality, description=description)
+                for t in self._caption_templates(entry, modality)
+                for name in entry.names
+            )
+        )
+
     def captions(self, entry_id: str, *, modality: str | None = None, n: int = 1, seed: int | None = None) -> list[str]:
         """``n`` training captions drawn (deterministically under ``seed``) from templates x names x description."""
         entry = self._entries[entry_id]
         rng = random.Random(seed)
-        if entry.kind == "modality":  # an image-level caption: the image is a CT, not "this region is the CT"
-            templates = MODALITY_TEMPLATES + ["{name}: {description}"]
-        else:
-            templates = CAPTION_TEMPLATES + (CAPTION_TEMPLATES_MODALITY if modality else [])
+        templates = self._caption_templates(entry, modality)
         out = []
         for _ in range(n):
             template = rng.choice(templates)

@@ -1,0 +1,144 @@
+"""Held-out metrics: region-level and image-level zero-shot accuracy, left/right discrimination, region–text
+retrieval and Dice after simulated clicks. Every accuracy comes with its chance level."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from medpclip.data.dataset import RegionBatch
+from medpclip.engines.interaction import add_clicks, next_clicks
+from medpclip.knowledge import KnowledgeBase
+from medpclip.networks.model import MedPCLIP
+from medpclip.networks.prompts import RegionPrompts
+
+__all__ = ["class_embeddings", "region_metrics", "image_zero_shot", "interactive_dice"]
+
+
+@torch.no_grad()
+def class_embeddings(
+    model: MedPCLIP, knowledge: KnowledgeBase, entry_ids: Sequence[str], modality: str | None = None
+) -> torch.Tensor:
+    """``[C, E]`` normalised mean of each class's normalised prompt-ensemble embeddings."""
+    out = []
+    for entry_id in entry_ids:
+        texts = knowledge.prompt_ensemble(entry_id, modality)
+        out.append(F.normalize(F.normalize(model.encode_text(texts), dim=-1).mean(0), dim=-1))
+    return torch.stack(out)
+
+
+@torch.no_grad()
+def region_metrics(
+    model: MedPCLIP,
+    batches: Iterable[RegionBatch],
+    knowledge: KnowledgeBase,
+    class_ids: Sequence[str],
+    *,
+    modality: str | None = None,
+    n_way: int = 10,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Zero-shot naming of regions prompted by their masks, over the classes ``class_ids`` of a label source.
+
+    Returns top-1/top-5 over all classes, top-1 among ``n_way`` choices (the true class and random others),
+    left/right accuracy (true class vs its contralateral structure, where both are classes), text->region
+    retrieval R@1/R@5 (per class present: is a region of that class among the K regions most similar to its
+    text?), each with its chance level, and the number of regions.
+    """
+    model.eval()
+    class_ids = list(class_ids)
+    index = {c: i for i, c in enumerate(class_ids)}
+    embeds, truth = [], []
+    for batch in batches:
+        enc = model.encode_image(batch.images, RegionPrompts(masks=batch.masks))
+        for b, ids in enumerate(batch.entry_ids):
+            for r, entry_id in enumerate(ids):
+                if entry_id in index:
+                    embeds.append(enc.region_embeds[b, r])
+                    truth.append(index[entry_id])
+    if not embeds:
+        raise ValueError("no evaluated region belongs to the given classes.")
+    sims = F.normalize(torch.stack(embeds), dim=-1) @ class_embeddings(model, knowledge, class_ids, modality).T
+    truth_t = torch.tensor(truth)
+    n, c = sims.shape
+    ranks = (sims > sims.gather(1, truth_t[:, None])).sum(1)  # 0 = best
+    rng = np.random.default_rng(seed)
+    way_hits = []
+    for row, t in enumerate(truth):
+        others = rng.choice([k for k in range(c) if k != t], size=min(n_way - 1, c - 1), replace=False)
+        way_hits.append(bool(sims[row, t] > sims[row, others].max()))
+    lr_hits = []
+    for row, t in enumerate(truth):
+        other = knowledge.contralateral(class_ids[t])
+        if other in index:
+            lr_hits.append(bool(sims[row, t] > sims[row, index[other]]))
+    present = sorted(set(truth))
+    text_ranks = []
+    for k in present:  # regions ranked by similarity to class k's text
+        order = torch.argsort(sims[:, k], descending=True)
+        text_ranks.append(int((truth_t[order] == k).nonzero()[0, 0]))
+    text_ranks_np = np.array(text_ranks)
+    return {
+        "regions": n,
+        "classes": c,
+        "top1": float((ranks == 0).float().mean()),
+        "top1_chance": 1 / c,
+        "top5": float((ranks < 5).float().mean()),
+        "top5_chance": min(5 / c, 1.0),
+        f"top1_{n_way}way": float(np.mean(way_hits)),
+        f"top1_{n_way}way_chance": 1 / min(n_way, c),
+        "left_right": float(np.mean(lr_hits)) if lr_hits else float("nan"),
+        "left_right_chance": 0.5,
+        "left_right_regions": len(lr_hits),
+        "retrieval_r1": float((text_ranks_np < 1).mean()),
+        "retrieval_r5": float((text_ranks_np < 5).mean()),
+        "retrieval_r1_chance": float(np.mean([np.mean(truth_t.numpy() == k) for k in present])),
+    }
+
+
+@torch.no_grad()
+def image_zero_shot(
+    model: MedPCLIP, images: torch.Tensor, labels: Sequence[str], knowledge: KnowledgeBase, class_ids: Sequence[str]
+) -> dict[str, float]:
+    """Image-level zero-shot accuracy: global embeddings of ``images [N, 1, S, S]`` against ``class_ids`` (e.g.
+    modalities); ``labels`` are the true class ids."""
+    model.eval()
+    class_ids = list(class_ids)
+    sims = (
+        F.normalize(model.encode_image(images).global_embeds, dim=-1) @ class_embeddings(model, knowledge, class_ids).T
+    )
+    predicted = [class_ids[i] for i in sims.argmax(1).tolist()]
+    hits = [p == t for p, t in zip(predicted, labels, strict=True)]
+    return {"accuracy": float(np.mean(hits)), "chance": 1 / len(class_ids), "images": len(hits)}
+
+
+@torch.no_grad()
+def interactive_dice(
+    model: MedPCLIP, images: torch.Tensor, targets: torch.Tensor, clicks: Sequence[int] = (1, 3, 5)
+) -> dict[int, float]:
+    """Mean Dice after each number of simulated clicks (first click at the centre of the target, every next one
+    at the centre of the largest error, previous logits fed back).
+
+    Args:
+        images: ``[N, 1, S, S]``; targets: ``[N, 1, S, S]`` bool, one structure per image.
+    """
+    model.eval()
+    n, _, size, _ = targets.shape
+    prompts = RegionPrompts(points=torch.zeros(n, 1, 0, 2), point_labels=torch.zeros(n, 1, 0, dtype=torch.long))
+    prefix = model.encode_prefix(images)
+    pred = torch.zeros_like(targets[:, 0], dtype=torch.bool)
+    logits, out = None, {}
+    for k in range(1, max(clicks) + 1):
+        points, labels = next_clicks(pred, targets[:, 0], "center")
+        prompts = add_clicks(prompts, points.view(n, 1, 2), labels.view(n, 1))
+        enc = model.encode_image(images, prompts, prefix=prefix)
+        logits = model.decode_masks(enc, prev_mask_logits=logits)
+        pred = F.interpolate(logits, size=(size, size), mode="bilinear")[:, 0] > 0
+        if k in clicks:
+            inter = (pred & targets[:, 0]).flatten(1).sum(1).float()
+            total = pred.flatten(1).sum(1) + targets[:, 0].flatten(1).sum(1)
+            out[k] = float((2 * inter / total.clamp(min=1)).mean())
+    return out

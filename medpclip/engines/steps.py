@@ -1,0 +1,106 @@
+"""One training iteration of MedP-CLIP: region–text and image–text contrast plus interactive mask training."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from medpclip.data.dataset import PROMPT_FORMS, RegionBatch
+from medpclip.engines.interaction import add_clicks, next_clicks
+from medpclip.knowledge import KnowledgeBase, default_knowledge_base
+from medpclip.losses import contrastive_loss, mask_loss
+from medpclip.networks.model import ImageEncoding, MedPCLIP
+from medpclip.networks.prompts import RegionPrompts
+
+__all__ = ["RegionTrainStep"]
+
+
+class RegionTrainStep:
+    """``iteration_update`` for MONAI's ``SupervisedTrainer``: ``(engine, batch) -> {"loss": float, ...}``.
+
+    Per step: one prompt form (drawn from ``forms``); region–text InfoNCE over every region of the batch against
+    its caption plus ``hard_negatives`` knowledge-base hard-negative captions per region; image–text InfoNCE of the
+    global embeddings against modality captions (``global_weight``); for non-mask prompts, the mask loss over
+    1..``click_rounds`` rounds of simulated correction clicks, each round re-using the cached prefix and feeding the
+    previous logits back (``mask_weight``).
+    """
+
+    def __init__(
+        self,
+        *,
+        knowledge: KnowledgeBase | None = None,
+        forms: tuple[str, ...] = PROMPT_FORMS,
+        hard_negatives: int = 2,
+        click_rounds: int = 3,
+        mask_weight: float = 1.0,
+        global_weight: float = 0.5,
+        seed: int = 0,
+    ) -> None:
+        unknown = set(forms) - set(PROMPT_FORMS)
+        if unknown or not forms:
+            raise ValueError(f"forms should be a non-empty subset of {PROMPT_FORMS}, got {forms}.")
+        self.knowledge = knowledge or default_knowledge_base()
+        self.forms, self.hard_negatives, self.click_rounds = tuple(forms), hard_negatives, click_rounds
+        self.mask_weight, self.global_weight = mask_weight, global_weight
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, engine: object, batch: RegionBatch) -> dict[str, float]:
+        model: MedPCLIP = engine.network
+        model.train()
+        losses = self.losses(model, batch.to(engine.state.device))
+        total = sum(losses.values())
+        engine.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        engine.optimizer.step()
+        return {"loss": float(total.detach()), **{k: float(v.detach()) for k, v in losses.items()}}
+
+    def losses(self, model: MedPCLIP, batch: RegionBatch) -> dict[str, torch.Tensor]:
+        """The weighted loss terms of one batch (``region_text``, ``image_text``, ``mask``)."""
+        form = self.forms[self.rng.integers(len(self.forms))]
+        prompts = batch.prompts(form)
+        prefix = model.encode_prefix(batch.images)
+        enc = model.encode_image(batch.images, prompts, prefix=prefix)
+        out = {"region_text": self._region_text(model, enc.region_embeds.flatten(0, 1), batch)}
+        if self.global_weight and any(batch.modalities):
+            out["image_text"] = self.global_weight * self._image_text(model, enc.global_embeds, batch)
+        if self.mask_weight and form != "mask":  # a mask prompt would let the decoder copy its input
+            out["mask"] = self.mask_weight * self._interactive_mask(model, batch, prompts, prefix, enc)
+        return out
+
+    def _region_text(self, model: MedPCLIP, region_embeds: torch.Tensor, batch: RegionBatch) -> torch.Tensor:
+        classes = [e for ids in batch.entry_ids for e in ids]
+        texts = [t for ts in batch.texts for t in ts]
+        modalities = [m for m, ids in zip(batch.modalities, batch.entry_ids, strict=True) for _ in ids]
+        for entry_id, modality in zip(list(classes), modalities, strict=True):
+            candidates = self.knowledge.hard_negatives(entry_id, limit=4)
+            for negative in self.rng.permutation(candidates)[: self.hard_negatives] if candidates else []:
+                seed = int(self.rng.integers(2**31))
+                texts.append(self.knowledge.captions(str(negative), modality=modality, seed=seed)[0])
+                classes.append(str(negative))
+        return contrastive_loss(region_embeds, model.encode_text(texts), classes, model.logit_scale)
+
+    def _image_text(self, model: MedPCLIP, global_embeds: torch.Tensor, batch: RegionBatch) -> torch.Tensor:
+        keep = [i for i, m in enumerate(batch.modalities) if m and self.knowledge.lookup(m) is not None]
+        if len(keep) < 2:
+            return global_embeds.sum() * 0
+        entries = [self.knowledge.lookup(batch.modalities[i]).id for i in keep]
+        texts = [self.knowledge.captions(e, seed=int(self.rng.integers(2**31)))[0] for e in entries]
+        return contrastive_loss(global_embeds[keep], model.encode_text(texts), entries, model.logit_scale)
+
+    def _interactive_mask(
+        self, model: MedPCLIP, batch: RegionBatch, prompts: RegionPrompts, prefix: torch.Tensor, enc: ImageEncoding
+    ) -> torch.Tensor:
+        rounds = int(self.rng.integers(1, self.click_rounds + 1))
+        logits = model.decode_masks(enc)
+        total = mask_loss(logits, batch.masks)
+        b, p = batch.masks.shape[:2]
+        for _ in range(rounds - 1):
+            with torch.no_grad():
+                pred = F.interpolate(logits.detach(), size=batch.masks.shape[-2:], mode="bilinear") > 0
+                points, labels = next_clicks(pred.flatten(0, 1), batch.masks.flatten(0, 1) > 0.5, "random", self.rng)
+            prompts = add_clicks(prompts, points.view(b, p, 2), labels.view(b, p))
+            enc = model.encode_image(batch.images, prompts, prefix=prefix)
+            logits = model.decode_masks(enc, prev_mask_logits=logits.detach())
+            total = total + mask_loss(logits, batch.masks)
+        return total / rounds

@@ -1,0 +1,112 @@
+"""A fixed held-out evaluation: the same samples at every call, so figures are comparable across iterations."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from medpclip.data.datalists import load_datalist
+from medpclip.data.dataset import ImageSliceDataset, RegionBatch, RegionSliceDataset, collate_regions
+from medpclip.data.intensity import modality_family
+from medpclip.engines.metrics import image_zero_shot, interactive_dice, region_metrics
+from medpclip.knowledge import KnowledgeBase, default_knowledge_base
+from medpclip.networks.model import MedPCLIP
+
+__all__ = ["RegionEvalSet", "Validator", "MODALITY_CLASSES"]
+
+# image-level zero-shot classes: modality families, named as the knowledge base knows them
+MODALITY_CLASSES = {"CT": "CT", "MR": "MR", "XR": "X-ray", "US": "ultrasound", "NM": "nuclear medicine"}
+
+
+@dataclass
+class RegionEvalSet:
+    """Held-out region samples of one label datalist, their classes and the structure used for click Dice."""
+
+    name: str
+    batches: list[RegionBatch]
+    class_ids: list[str]
+    modality: str | None
+    dice_entry: str | None = None
+
+
+@dataclass
+class Validator:
+    """Region metrics per label datalist, Dice after 1/3/5 clicks, image-level modality zero-shot."""
+
+    region_sets: list[RegionEvalSet] = field(default_factory=list)
+    modality_images: torch.Tensor | None = None
+    modality_labels: list[str] = field(default_factory=list)
+    modality_classes: list[str] = field(default_factory=list)
+    knowledge: KnowledgeBase = field(default_factory=default_knowledge_base)
+
+    @property
+    def has_data(self) -> bool:
+        return bool(self.region_sets) or self.modality_images is not None
+
+    @classmethod
+    def from_datalists(
+        cls, label_datalists: Sequence[str], modality_datalist: str | None, *, samples: int = 48, seed: int = 0
+    ) -> Validator:
+        knowledge = default_knowledge_base()
+        sets = []
+        for path in label_datalists:
+            items = load_datalist(path, "validation")
+            per_item = math.ceil(samples / len(items))
+            dataset = RegionSliceDataset(items, num_regions=8, samples_per_item=per_item).set_random_state(seed)
+            picked = [dataset[i] for i in range(0, len(dataset), max(len(dataset) // samples, 1))][:samples]
+            batches = [collate_regions(picked[i : i + 16]) for i in range(0, len(picked), 16)]
+            mapping = knowledge.map_labels(items[0]["labels"].values(), items[0].get("label_source"))
+            class_ids = list(dict.fromkeys(mapping.mapped.values()))
+            liver = knowledge.lookup("liver").id
+            source = items[0].get("label_source") or path
+            sets.append(
+                RegionEvalSet(
+                    source, batches, class_ids, items[0].get("modality"), liver if liver in class_ids else None
+                )
+            )
+        validator = cls(region_sets=sets, knowledge=knowledge)
+        if modality_datalist:
+            items = load_datalist(modality_datalist, "validation")
+            dataset = ImageSliceDataset(items).set_random_state(seed)
+            samples_ = [dataset[i] for i in range(len(dataset))]
+            families = [modality_family(s["modality"]) for s in samples_]
+            validator.modality_classes = [knowledge.lookup(n).id for n in MODALITY_CLASSES.values()]
+            keep = [i for i, f in enumerate(families) if f in MODALITY_CLASSES]
+            validator.modality_images = torch.stack([samples_[i]["image"] for i in keep])
+            validator.modality_labels = [knowledge.lookup(MODALITY_CLASSES[families[i]]).id for i in keep]
+        return validator
+
+    @torch.no_grad()
+    def __call__(self, model: MedPCLIP) -> dict[str, float]:
+        """All metrics as one flat dict (``<set>/<metric>``)."""
+        out: dict[str, float] = {}
+        for s in self.region_sets:
+            metrics = region_metrics(model, s.batches, self.knowledge, s.class_ids, modality=s.modality)
+            out.update({f"{s.name}/{k}": v for k, v in metrics.items()})
+            if s.dice_entry is not None:
+                images, targets = _structure(s.batches, s.dice_entry)
+                if len(images):
+                    for clicks, dice in interactive_dice(model, images, targets).items():
+                        out[f"{s.name}/dice_{clicks}_clicks"] = dice
+        if self.modality_images is not None:
+            metrics = image_zero_shot(
+                model, self.modality_images, self.modality_labels, self.knowledge, self.modality_classes
+            )
+            out.update({f"modality/{k}": v for k, v in metrics.items()})
+        return out
+
+
+def _structure(batches: list[RegionBatch], entry_id: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images ``[N, 1, S, S]`` and masks ``[N, 1, S, S]`` of the first region of class ``entry_id`` per sample."""
+    images, masks = [], []
+    for batch in batches:
+        for b, ids in enumerate(batch.entry_ids):
+            if entry_id in ids:
+                images.append(batch.images[b])
+                masks.append(batch.masks[b, ids.index(entry_id)][None] > 0.5)
+    if not images:
+        return torch.zeros(0), torch.zeros(0)
+    return torch.stack(images), torch.stack(masks)

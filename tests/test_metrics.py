@@ -1,0 +1,90 @@
+"""Metric arithmetic on controlled embeddings, and the interactive Dice protocol on a real (untrained) model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import medpclip.engines.metrics as metrics
+from medpclip.data.dataset import RegionBatch
+from medpclip.knowledge import default_knowledge_base
+
+KB = default_knowledge_base()
+NAMES = ["Precentral_L", "Precentral_R", "Hippocampus_L", "Hippocampus_R", "Cuneus_L", "Cuneus_R"]
+CLASSES = [KB.lookup(n, "aal3").id for n in NAMES]
+
+
+class FakeModel:
+    """Returns, for each region, the embedding of ``answer(true class)``: lets the test fix what the model says."""
+
+    def __init__(self, table: torch.Tensor, answer: Callable[[str], str]) -> None:
+        self.table, self.answer, self.truth = table, answer, []
+
+    def eval(self) -> None:
+        pass
+
+    def encode_image(self, images: torch.Tensor, prompts: object) -> SimpleNamespace:
+        rows = [self.table[CLASSES.index(self.answer(c))] for c in self.truth.pop(0)]
+        return SimpleNamespace(region_embeds=torch.stack(rows)[None])
+
+
+def batch_of(classes: list[str]) -> RegionBatch:
+    r = len(classes)
+    return RegionBatch(
+        images=torch.zeros(1, 1, 8, 8),
+        masks=torch.ones(1, r, 8, 8),
+        boxes=torch.zeros(1, r, 4),
+        points=torch.zeros(1, r, 1, 2),
+        point_labels=torch.ones(1, r, 1, dtype=torch.long),
+        texts=[["t"] * r],
+        entry_ids=[classes],
+        names=[classes],
+        modalities=["MR T1"],
+    )
+
+
+@pytest.fixture
+def table(monkeypatch):
+    table = torch.eye(len(CLASSES), 16)
+    monkeypatch.setattr(metrics, "class_embeddings", lambda model, kb, ids, modality=None: table)
+    return table
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        (lambda c: c, {"top1": 1.0, "left_right": 1.0, "retrieval_r1": 1.0, "top1_4way": 1.0}),
+        (lambda c: KB.contralateral(c), {"top1": 0.0, "left_right": 0.0, "retrieval_r1": 0.0, "top5": 1.0}),
+    ],
+    ids=["right", "mirrored"],
+)
+def test_region_metrics(table, answer, expected):
+    model = FakeModel(table, answer)
+    batches = [batch_of(CLASSES[:3]), batch_of(CLASSES[3:])]
+    model.truth = [b.entry_ids[0] for b in batches]
+    out = metrics.region_metrics(model, batches, KB, CLASSES, n_way=4)
+    assert out["regions"] == 6 and out["classes"] == 6 and out["left_right_regions"] == 6
+    assert out["top1_chance"] == pytest.approx(1 / 6) and out["top1_4way_chance"] == pytest.approx(0.25)
+    for key, value in expected.items():
+        assert out[key] == pytest.approx(value), key
+
+
+def test_interactive_dice_protocol(monkeypatch, tiny_model):
+    """A decoder that returns the target gives Dice ~1 from the first click; a decoder that returns nothing gives 0.
+    The real untrained model runs the same protocol and gives one figure per click count."""
+    import torch.nn.functional as F
+
+    images = torch.rand(2, 1, 128, 128)
+    targets = torch.zeros(2, 1, 128, 128, dtype=torch.bool)
+    targets[:, :, 32:72, 40:88] = True
+    perfect = (F.interpolate(targets.float(), size=32, mode="area") * 2 - 1) * 20
+    monkeypatch.setattr(tiny_model, "decode_masks", lambda enc, prev_mask_logits=None: perfect)
+    assert metrics.interactive_dice(tiny_model, images, targets, clicks=(1, 3))[1] > 0.97
+    monkeypatch.setattr(tiny_model, "decode_masks", lambda enc, prev_mask_logits=None: -perfect.abs())
+    assert metrics.interactive_dice(tiny_model, images, targets, clicks=(1,)) == {1: 0.0}
+    monkeypatch.undo()
+    out = metrics.interactive_dice(tiny_model, images, targets, clicks=(1, 3))
+    assert set(out) == {1, 3} and all(0 <= v <= 1 for v in out.values())

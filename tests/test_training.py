@@ -1,0 +1,87 @@
+"""Training: the step's losses, checkpoints and resume (in process and after a real kill)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from medpclip.data import RegionSliceDataset, collate_regions, load_datalist
+from medpclip.engines import RegionTrainStep
+from medpclip.engines.training import TrainConfig, latest_checkpoint, train
+from medpclip.networks import build_model, load_checkpoint
+
+
+def small_config(tmp_path, datalist, **changes) -> TrainConfig:
+    settings = dict(
+        out_dir=str(tmp_path / "run"),
+        train_datalists=[str(datalist)],
+        iterations=3,
+        batch_size=2,
+        num_regions=3,
+        eval_every=100,
+        checkpoint_every=1,
+        num_workers=0,
+        warmup=1,
+    )
+    return TrainConfig(**{**settings, **changes})
+
+
+@pytest.mark.parametrize("form", ["mask", "box", "points", "box+points"])
+def test_train_step_losses_are_finite_and_move_the_model(phantom_datalist, form):
+    items = load_datalist(phantom_datalist)
+    dataset = RegionSliceDataset(items, num_regions=3).set_random_state(0)
+    batch = next(iter(DataLoader(dataset, batch_size=2, collate_fn=collate_regions)))
+    torch.manual_seed(0)
+    model = build_model("tiny")
+    step = RegionTrainStep(forms=(form,), click_rounds=2)
+    losses = step.losses(model, batch)
+    assert {"region_text"} <= set(losses) and all(torch.isfinite(v) for v in losses.values())
+    assert ("mask" in losses) == (form != "mask"), "no mask loss when the prompt is the mask itself"
+    sum(losses.values()).backward()
+    assert model.region_encoder.fusion["3"].value_gate.grad.abs().sum() > 0
+
+
+def test_resume_restores_iteration_and_optimizer(tmp_path, phantom_datalist, capsys):
+    first = train(small_config(tmp_path, phantom_datalist, iterations=3))
+    checkpoint = latest_checkpoint(first.parent / "checkpoints")
+    assert checkpoint.name == "checkpoint_3.pt"
+    state = torch.load(checkpoint, weights_only=True)
+    assert state["trainer"]["iteration"] == 3
+    assert max(s["step"] for s in state["optimizer"]["state"].values()) == 3  # the mask head skips mask-prompt steps
+    final = train(small_config(tmp_path, phantom_datalist, iterations=5))
+    assert "resumed from" in capsys.readouterr().out
+    state = torch.load(latest_checkpoint(final.parent / "checkpoints"), weights_only=True)
+    assert state["trainer"]["iteration"] == 5
+    assert max(s["step"] for s in state["optimizer"]["state"].values()) == 5, "Adam moments continue, not restart"
+    assert state["scheduler"]["last_epoch"] == 5
+    assert load_checkpoint(final).config["vision"] == "tiny"
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_from_its_last_checkpoint(tmp_path, phantom_datalist):
+    config = small_config(tmp_path, phantom_datalist, iterations=400, checkpoint_every=2)
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps(config.__dict__))
+    command = [sys.executable, "-m", "medpclip.cli", "train", "--config", str(recipe)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    deadline = time.time() + 240
+    while time.time() < deadline and not list(checkpoints.glob("checkpoint_[4-9]*.pt")):
+        time.sleep(0.5)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = torch.load(latest_checkpoint(checkpoints), weights_only=True)["trainer"]["iteration"]
+    assert killed_at >= 4
+    done = subprocess.run([*command, "--iterations", str(killed_at + 2)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"at iteration {killed_at}" in done.stdout
+    state = torch.load(latest_checkpoint(checkpoints), weights_only=True)
+    assert state["trainer"]["iteration"] == killed_at + 2
+    assert max(s["step"] for s in state["optimizer"]["state"].values()) == killed_at + 2
