@@ -20,6 +20,12 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--config", required=True, help="recipe JSON, e.g. configs/cpu_tiny.json")
     train.add_argument("--iterations", type=int, default=None, help="override the recipe's iteration budget")
     train.add_argument("--out", default=None, help="override the recipe's output folder")
+    evaluate = sub.add_parser("evaluate", help="held-out metrics of a checkpoint on a recipe's validation data")
+    evaluate.add_argument("--config", required=True, help="recipe JSON naming the validation datalists")
+    evaluate.add_argument("--checkpoint", required=True, help="MedP-CLIP checkpoint (model.pt)")
+    evaluate.add_argument("--samples", type=int, default=96, help="validation slices per label datalist")
+    evaluate.add_argument("--displaced", action="store_true", help="move slices inside the frame (unregistered)")
+    evaluate.add_argument("--out", default=None, help="also write the metrics to this JSON file")
     return parser
 
 
@@ -39,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
 
             config = TrainConfig.from_json(args.config, iterations=args.iterations, out_dir=args.out)
             print(f"wrote {train(config)}")
+        elif args.command == "evaluate":
+            from medpclip.engines.evaluation import evaluate_checkpoint
+
+            metrics = evaluate_checkpoint(args.config, args.checkpoint, args.samples, args.displaced, args.out)
+            print(json.dumps(metrics))
     except (ValueError, FileNotFoundError) as err:
         print(f"medpclip {args.command}: error: {err}", file=sys.stderr)
         return 2

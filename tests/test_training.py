@@ -85,3 +85,23 @@ def test_killed_training_resumes_from_its_last_checkpoint(tmp_path, phantom_data
     state = torch.load(latest_checkpoint(checkpoints), weights_only=True)
     assert state["trainer"]["iteration"] == killed_at + 2
     assert max(s["step"] for s in state["optimizer"]["state"].values()) == killed_at + 2
+
+
+def test_evaluate_reports_registered_and_displaced_figures(tmp_path, phantom_datalist):
+    from medpclip.cli import main
+    from medpclip.networks import save_checkpoint
+
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(build_model("tiny"), tmp_path / "model.pt")
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(
+        json.dumps({"val_datalists": [str(phantom_datalist)], "train_datalists": [str(phantom_datalist)]})
+    )
+    out = tmp_path / "metrics.json"
+    args = ["evaluate", "--config", str(recipe), "--checkpoint", str(checkpoint), "--samples", "4"]
+    assert main([*args, "--displaced", "--out", str(out)]) == 0
+    metrics = json.loads(out.read_text())
+    name = "datalist"  # no label_source in the phantom datalist: the set is named after the file
+    assert metrics["displaced"] is True and metrics[f"{name}/regions"] > 0
+    assert 0 <= metrics[f"{name}/position_only_top1"] <= 1, "displaced samples carry the atlas-lookup baseline"
+    assert 0 <= metrics[f"{name}/top1"] <= 1 and metrics[f"{name}/top1_chance"] > 0

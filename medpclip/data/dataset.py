@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-from monai.transforms import Compose, LoadImaged, Randomizable, Resized, SpatialPadd
+from monai.transforms import Compose, CopyItemsd, LoadImaged, RandAffined, Randomizable, Resized, SpatialPadd
 from torch.utils.data import Dataset
 
 from medpclip.data.intensity import ModalityIntensityd
@@ -104,6 +104,10 @@ class RegionSliceDataset(_SliceDataset):
         num_regions: regions ``R`` per sample (prompts per image).
         samples_per_item: samples per item per epoch (``len = len(items) * samples_per_item``).
         whole_image_prob: chance that a region is the whole image (captioned by modality).
+        displace: move each slice inside the frame (rotation +-20 deg, scale 0.8-1.2, shift +-20 %, orientation
+            kept) so that a region cannot be named from its position alone; the undisplaced label map is kept to
+            report the position-only guess (``region_position_guess``: the label an atlas lookup at the mask's
+            voxels gives).
         cache_size: preprocessed volumes kept per process.
     """
 
@@ -115,12 +119,14 @@ class RegionSliceDataset(_SliceDataset):
         num_regions: int = 4,
         samples_per_item: int = 1,
         whole_image_prob: float = 0.0,
+        displace: bool = False,
         knowledge: KnowledgeBase | None = None,
         cache_size: int = 8,
     ) -> None:
         if not items:
             raise ValueError("the dataset needs at least one item.")
         self.items = list(items)
+        self.displace = displace
         self.knowledge = knowledge or default_knowledge_base()
         # a region's mask includes its parts (the liver includes its tumours), from the knowledge-base hierarchy
         self._parts = [label_parts(i["labels"], self.knowledge, i.get("label_source")) for i in self.items]
@@ -128,6 +134,7 @@ class RegionSliceDataset(_SliceDataset):
         self.sample = Compose(
             [
                 *slice_transforms(["image", "label"], image_size),
+                *(displace_transforms(image_size) if displace else []),
                 SampleRegionPromptsd(num_regions=num_regions, whole_image_prob=whole_image_prob),
                 RegionCaptionsd(self.knowledge),
             ]
@@ -142,6 +149,8 @@ class RegionSliceDataset(_SliceDataset):
         item = self.items[index % len(self.items)]
         parts = self._parts[index % len(self.items)]
         sample = self.sample({**item, **self._cache.get(item), "label_names": item["labels"], "label_parts": parts})
+        if self.displace:
+            sample["region_position_guess"] = self._position_guess(sample, item)
         return {
             "image": torch.as_tensor(sample["image"]).float(),
             **{k: sample[k] for k in sample if k.startswith("region_")},
@@ -150,6 +159,35 @@ class RegionSliceDataset(_SliceDataset):
             "slice_axis": sample["slice_axis"],
             "slice_index": sample["slice_index"],
         }
+
+    def _position_guess(self, sample: dict, item: dict) -> list[str | None]:
+        """Per region, the entry an atlas lookup would name: the most frequent label of the undisplaced label map
+        under the (displaced) region mask."""
+        atlas = torch.as_tensor(sample["atlas"])[0].long()
+        guesses = []
+        for mask in sample["region_masks"] > 0.5:
+            values = atlas[mask]
+            values = values[values > 0]
+            name = item["labels"].get(str(int(values.mode().values))) if len(values) else None
+            entry = self.knowledge.lookup(name, item.get("label_source")) if name else None
+            guesses.append(entry.id if entry else None)
+        return guesses
+
+
+def displace_transforms(image_size: int) -> list:
+    """Keep the registered label map as ``atlas``, then move image and label together inside the frame."""
+    return [
+        CopyItemsd(keys="label", names="atlas"),
+        RandAffined(
+            keys=["image", "label"],
+            prob=1.0,
+            rotate_range=0.35,
+            scale_range=0.2,
+            translate_range=(0.2 * image_size, 0.2 * image_size),
+            mode=("bilinear", "nearest"),
+            padding_mode="zeros",
+        ),
+    ]
 
 
 @dataclass
@@ -162,6 +200,7 @@ class RegionBatch:
         boxes: ``[B, R, 4]``; points ``[B, R, K, 2]``; point_labels ``[B, R, K]``.
         texts, entry_ids, names: ``B`` lists of ``R`` captions / knowledge-base ids / dataset label names.
         modalities: ``B`` modality names (``"CT"``, ``"MR T1"``, ...) or None.
+        position_guess: for displaced samples, ``B`` lists of ``R`` position-only guesses (entry ids or None).
     """
 
     images: torch.Tensor
@@ -173,6 +212,7 @@ class RegionBatch:
     entry_ids: list[list[str]]
     names: list[list[str]]
     modalities: list[str | None]
+    position_guess: list[list[str | None]] | None = None
 
     def to(self, device: torch.device | str) -> RegionBatch:
         tensors = ("images", "masks", "boxes", "points", "point_labels")
@@ -201,4 +241,5 @@ def collate_regions(samples: list[dict]) -> RegionBatch:
         entry_ids=[s["region_entry_ids"] for s in samples],
         names=[s["region_names"] for s in samples],
         modalities=[s["modality"] for s in samples],
+        position_guess=[s["region_position_guess"] for s in samples] if "region_position_guess" in samples[0] else None,
     )

@@ -46,12 +46,13 @@ def region_metrics(
     Returns top-1/top-5 over all classes, top-1 among ``n_way`` choices (the true class and random others),
     left/right accuracy (true class vs its contralateral structure, where both are classes), text->region
     retrieval R@1/R@5 (per class present: is a region of that class among the K regions most similar to its
-    text?), each with its chance level, and the number of regions.
+    text?), each with its chance level, and the number of regions; for displaced samples also the position-only
+    baseline (the atlas label under the mask, exactly right, and for lateral regions).
     """
     model.eval()
     class_ids = list(class_ids)
     index = {c: i for i, c in enumerate(class_ids)}
-    embeds, truth = [], []
+    embeds, truth, guesses = [], [], []
     for batch in batches:
         enc = model.encode_image(batch.images, RegionPrompts(masks=batch.masks))
         for b, ids in enumerate(batch.entry_ids):
@@ -59,6 +60,7 @@ def region_metrics(
                 if entry_id in index:
                     embeds.append(enc.region_embeds[b, r])
                     truth.append(index[entry_id])
+                    guesses.append(batch.position_guess[b][r] if batch.position_guess else None)
     if not embeds:
         raise ValueError("no evaluated region belongs to the given classes.")
     sims = F.normalize(torch.stack(embeds), dim=-1) @ class_embeddings(model, knowledge, class_ids, modality).T
@@ -70,18 +72,27 @@ def region_metrics(
     for row, t in enumerate(truth):
         others = rng.choice([k for k in range(c) if k != t], size=min(n_way - 1, c - 1), replace=False)
         way_hits.append(bool(sims[row, t] > sims[row, others].max()))
-    lr_hits = []
+    lr_hits, lr_rows = [], []
     for row, t in enumerate(truth):
         other = knowledge.contralateral(class_ids[t])
         if other in index:
             lr_hits.append(bool(sims[row, t] > sims[row, index[other]]))
+            lr_rows.append(row)
     present = sorted(set(truth))
     text_ranks = []
     for k in present:  # regions ranked by similarity to class k's text
         order = torch.argsort(sims[:, k], descending=True)
         text_ranks.append(int((truth_t[order] == k).nonzero()[0, 0]))
     text_ranks_np = np.array(text_ranks)
+    position = {}
+    if any(g is not None for g in guesses):  # the atlas-lookup baseline of displaced samples
+        right = [g == class_ids[t] for g, t in zip(guesses, truth, strict=True)]
+        position = {
+            "position_only_top1": float(np.mean(right)),
+            "position_only_left_right": float(np.mean([right[r] for r in lr_rows])) if lr_rows else float("nan"),
+        }
     return {
+        **position,
         "regions": n,
         "classes": c,
         "top1": float((ranks == 0).float().mean()),

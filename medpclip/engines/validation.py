@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -48,20 +49,28 @@ class Validator:
 
     @classmethod
     def from_datalists(
-        cls, label_datalists: Sequence[str], modality_datalist: str | None, *, samples: int = 48, seed: int = 0
+        cls,
+        label_datalists: Sequence[str],
+        modality_datalist: str | None,
+        *,
+        samples: int = 48,
+        seed: int = 0,
+        displace: bool = False,
     ) -> Validator:
+        """Held-out samples of each datalist's ``validation`` split; ``displace`` moves them inside the frame."""
         knowledge = default_knowledge_base()
         sets = []
         for path in label_datalists:
             items = load_datalist(path, "validation")
             per_item = math.ceil(samples / len(items))
-            dataset = RegionSliceDataset(items, num_regions=8, samples_per_item=per_item).set_random_state(seed)
+            dataset = RegionSliceDataset(items, num_regions=8, samples_per_item=per_item, displace=displace)
+            dataset.set_random_state(seed)
             picked = [dataset[i] for i in range(0, len(dataset), max(len(dataset) // samples, 1))][:samples]
             batches = [collate_regions(picked[i : i + 16]) for i in range(0, len(picked), 16)]
             mapping = knowledge.map_labels(items[0]["labels"].values(), items[0].get("label_source"))
             class_ids = list(dict.fromkeys(mapping.mapped.values()))
             liver = knowledge.lookup("liver").id
-            source = items[0].get("label_source") or path
+            source = items[0].get("label_source") or Path(path).stem
             sets.append(
                 RegionEvalSet(
                     source, batches, class_ids, items[0].get("modality"), liver if liver in class_ids else None
