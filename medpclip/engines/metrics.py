@@ -87,9 +87,14 @@ def region_metrics(
     position = {}
     if any(g is not None for g in guesses):  # the atlas-lookup baseline of displaced samples
         right = [g == class_ids[t] for g, t in zip(guesses, truth, strict=True)]
+
+        def same_side(row: int) -> bool:  # the atlas label under the mask lies on the region's side
+            guess = guesses[row]
+            return guess is not None and knowledge[guess].laterality == knowledge[class_ids[truth[row]]].laterality
+
         position = {
             "position_only_top1": float(np.mean(right)),
-            "position_only_left_right": float(np.mean([right[r] for r in lr_rows])) if lr_rows else float("nan"),
+            "position_only_left_right": float(np.mean([same_side(r) for r in lr_rows])) if lr_rows else float("nan"),
         }
     return {
         **position,

@@ -79,6 +79,7 @@ def train(config: TrainConfig) -> Path:
     atomic_write_json(out / "config.json", asdict(config))
     knowledge = default_knowledge_base()
     items = [item for path in config.train_datalists for item in load_datalist(path, "training")]
+    # samples_per_item only sizes one pass of the loader; the iteration budget decides how long training runs
     dataset = RegionSliceDataset(
         items, num_regions=config.num_regions, samples_per_item=64, whole_image_prob=config.whole_image_prob
     ).set_random_state(config.seed)
