@@ -105,3 +105,9 @@ def test_evaluate_reports_registered_and_displaced_figures(tmp_path, phantom_dat
     assert metrics["displaced"] is True and metrics[f"{name}/regions"] > 0
     assert 0 <= metrics[f"{name}/position_only_top1"] <= 1, "displaced samples carry the atlas-lookup baseline"
     assert 0 <= metrics[f"{name}/top1"] <= 1 and metrics[f"{name}/top1_chance"] > 0
+
+
+def test_training_with_geometric_augmentation_runs(tmp_path, phantom_datalist):
+    final = train(small_config(tmp_path, phantom_datalist, iterations=2, displace=True))
+    assert final.is_file()
+    assert json.loads((final.parent / "config.json").read_text())["displace"] is True

@@ -43,6 +43,7 @@ class TrainConfig:
     batch_size: int = 8
     num_regions: int = 8
     whole_image_prob: float = 0.05
+    displace: bool = False  # geometric augmentation: training slices rotated/scaled/shifted inside the frame
     lr: float = 1e-3
     warmup: int = 50
     eval_every: int = 250
@@ -81,7 +82,11 @@ def train(config: TrainConfig) -> Path:
     items = [item for path in config.train_datalists for item in load_datalist(path, "training")]
     # samples_per_item only sizes one pass of the loader; the iteration budget decides how long training runs
     dataset = RegionSliceDataset(
-        items, num_regions=config.num_regions, samples_per_item=64, whole_image_prob=config.whole_image_prob
+        items,
+        num_regions=config.num_regions,
+        samples_per_item=64,
+        whole_image_prob=config.whole_image_prob,
+        displace=config.displace,
     ).set_random_state(config.seed)
     loader = DataLoader(
         dataset,
