@@ -180,8 +180,8 @@ def _check_regions(item: dict, base: Path, knowledge: KnowledgeBase, shape: tupl
             mask = _resolve(region, "mask", base)
             if not mask.exists():
                 problems.append(f"region {r}: missing mask file {mask}")
-            elif shape is not None and image_shape(mask) != shape:
-                problems.append(f"region {r}: mask shape {list(image_shape(mask))} differs from {list(shape)}")
+            elif shape is not None and (mask_shape := image_shape(mask)) != shape:
+                problems.append(f"region {r}: mask shape {list(mask_shape)} differs from {list(shape)}")
         if "box" in region:
             box = region["box"]
             if len(box) != 4 or box[2] < box[0] or box[3] < box[1]:

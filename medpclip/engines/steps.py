@@ -81,10 +81,11 @@ class RegionTrainStep:
         return contrastive_loss(region_embeds, model.encode_text(texts), classes, model.logit_scale)
 
     def _image_text(self, model: MedPCLIP, global_embeds: torch.Tensor, batch: RegionBatch) -> torch.Tensor:
-        keep = [i for i, m in enumerate(batch.modalities) if m and self.knowledge.lookup(m) is not None]
+        found = [(i, self.knowledge.lookup(m)) for i, m in enumerate(batch.modalities) if m]
+        keep = [i for i, entry in found if entry is not None]
         if len(keep) < 2:
             return global_embeds.sum() * 0
-        entries = [self.knowledge.lookup(batch.modalities[i]).id for i in keep]
+        entries = [entry.id for _, entry in found if entry is not None]
         texts = [self.knowledge.captions(e, seed=int(self.rng.integers(2**31)))[0] for e in entries]
         return contrastive_loss(global_embeds[keep], model.encode_text(texts), entries, model.logit_scale)
 
