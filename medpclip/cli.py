@@ -14,7 +14,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run the model on the built-in sample and write DIR/summary.json")
     demo.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
-    demo.add_argument("--checkpoint", default=None, help="MedP-CLIP checkpoint (default: untrained tiny model)")
+    demo.add_argument("--checkpoint", default=None, help="MedP-CLIP checkpoint (default: the bundle's model.pt)")
     demo.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     train = sub.add_parser("train", help="train from a recipe (configs/*.json), resuming from its last checkpoint")
     train.add_argument("--config", required=True, help="recipe JSON, e.g. configs/cpu_tiny.json")
@@ -29,13 +29,23 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _shipped_checkpoint() -> str | None:
+    """The bundle's trained checkpoint when this source tree has one."""
+    from pathlib import Path
+
+    from medpclip import bundle_dir
+
+    path = Path(bundle_dir()) / "models" / "model.pt"
+    return str(path) if path.is_file() else None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "demo":
             from medpclip.demo import run_demo
 
-            summary = run_demo(args.out, args.checkpoint)
+            summary = run_demo(args.out, args.checkpoint or _shipped_checkpoint())
             if args.json:
                 print(json.dumps(summary))
             else:
@@ -47,8 +57,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {train(config)}")
         elif args.command == "evaluate":
             from medpclip.engines.evaluation import evaluate_checkpoint
+            from medpclip.engines.training import TrainConfig
 
-            metrics = evaluate_checkpoint(args.config, args.checkpoint, args.samples, args.displaced, args.out)
+            recipe = TrainConfig.from_json(args.config)
+            metrics = evaluate_checkpoint(
+                args.checkpoint,
+                recipe.val_datalists,
+                recipe.modality_datalist,
+                samples=args.samples,
+                displaced=args.displaced,
+                seed=recipe.seed + 1,
+                threads=recipe.threads,
+                out=args.out,
+            )
             print(json.dumps(metrics))
     except (ValueError, FileNotFoundError) as err:
         print(f"medpclip {args.command}: error: {err}", file=sys.stderr)

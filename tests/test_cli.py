@@ -17,7 +17,7 @@ def test_demo_writes_summary_and_overlay(tmp_path):
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert json.loads((out / "summary.json").read_text()) == summary
-    assert summary["weights"].startswith("untrained")
+    assert summary["weights"].endswith("bundle/models/model.pt"), "the shipped checkpoint is the default"
     assert summary["shapes"]["region_embeddings"] == [1, 1, 256]
     ranking = summary["prompts"]["click on tumour"]["labels"]
     assert abs(sum(r["probability"] for r in ranking) - 1) < 1e-3

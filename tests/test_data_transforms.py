@@ -157,3 +157,23 @@ def test_a_region_includes_its_parts():
     liver = out["region_names"].index("liver")
     assert out["region_masks"][liver].sum() == 13 * 13, "the liver mask has no holes where the tumour is"
     assert out["region_masks"][1 - liver].sum() == 9
+
+
+@pytest.mark.parametrize(
+    ("affine", "sagittal_axis"),
+    [
+        (np.eye(4), 0),
+        (np.diag([-1.0, -1.0, 1.0, 1.0]), 0),
+        (np.array([[0, 0, 1, 0], [1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1.0]]), 2),
+    ],
+    ids=["RAS", "LPS", "permuted"],
+)
+def test_sagittal_slices_are_flagged_as_not_showing_the_side(affine, sagittal_axis):
+    from monai.data import MetaTensor
+
+    volume = MetaTensor(torch.rand(1, 6, 7, 8), affine=torch.as_tensor(affine))
+    sampler = SampleSliced(keys="image").set_random_state(0)
+    for axis in range(3):
+        out = sampler({"image": volume, "axis": axis})
+        assert out["laterality_visible"] == (axis != sagittal_axis)
+    assert sampler({"image": torch.rand(1, 6, 7)})["laterality_visible"] is True

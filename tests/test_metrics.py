@@ -88,3 +88,18 @@ def test_interactive_dice_protocol(monkeypatch, tiny_model):
     monkeypatch.undo()
     out = metrics.interactive_dice(tiny_model, images, targets, clicks=(1, 3))
     assert set(out) == {1, 3} and all(0 <= v <= 1 for v in out.values())
+
+
+def test_left_right_counts_only_slices_that_show_the_side(table):
+    """A model that always names the contralateral twin is 0.0 on left/right; sagittal slices (where twins look
+    alike) are left out of ``left_right`` but kept in ``left_right_all_slices``."""
+    model = FakeModel(table, lambda c: c)
+    axial, sagittal = batch_of(CLASSES[:3]), batch_of(CLASSES[3:])
+    sagittal.laterality_visible = [False]
+    model.truth = [axial.entry_ids[0], sagittal.entry_ids[0]]
+    out = metrics.region_metrics(model, [axial, sagittal], KB, CLASSES, n_way=4)
+    assert out["left_right_regions"] == 3 and out["left_right"] == 1.0 and out["left_right_all_slices"] == 1.0
+    model = FakeModel(table, lambda c: c if c in CLASSES[:3] else KB.contralateral(c))
+    model.truth = [axial.entry_ids[0], sagittal.entry_ids[0]]
+    out = metrics.region_metrics(model, [axial, sagittal], KB, CLASSES, n_way=4)
+    assert out["left_right"] == 1.0 and out["left_right_all_slices"] == 0.5

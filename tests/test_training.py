@@ -111,3 +111,45 @@ def test_training_with_geometric_augmentation_runs(tmp_path, phantom_datalist):
     final = train(small_config(tmp_path, phantom_datalist, iterations=2, displace=True))
     assert final.is_file()
     assert json.loads((final.parent / "config.json").read_text())["displace"] is True
+
+
+def test_sagittal_regions_do_not_use_their_twin_as_a_negative(monkeypatch):
+    """On a sagittal slice "left X" and "right X" look the same: they share one class key in the InfoNCE and the
+    contralateral twin is not drawn as a hard negative; on other slices the twin stays a separate class."""
+    import medpclip.engines.steps as steps
+    from medpclip.data.dataset import RegionBatch
+    from medpclip.knowledge import default_knowledge_base
+
+    kb = default_knowledge_base()
+    left, right = kb.lookup("Precentral_L", "aal3").id, kb.lookup("Precentral_R", "aal3").id
+    seen = {}
+    monkeypatch.setattr(steps, "contrastive_loss", lambda e, t, classes, s: seen.setdefault("classes", classes))
+    model = SimpleModel()
+    for visible in (True, False):
+        seen.clear()
+        batch = RegionBatch(
+            images=torch.zeros(1, 1, 8, 8),
+            masks=torch.ones(1, 2, 8, 8),
+            boxes=torch.zeros(1, 2, 4),
+            points=torch.zeros(1, 2, 1, 2),
+            point_labels=torch.ones(1, 2, 1, dtype=torch.long),
+            texts=[["left precentral gyrus", "right precentral gyrus"]],
+            entry_ids=[[left, right]],
+            names=[["Precentral_L", "Precentral_R"]],
+            modalities=["MR T1"],
+            laterality_visible=[visible],
+        )
+        step = RegionTrainStep(knowledge=kb, hard_negatives=4)
+        step._region_text(model, torch.zeros(2, 4), batch)
+        own, negatives = seen["classes"][:2], seen["classes"][2:]
+        if visible:
+            assert own == [left, right] and right in negatives[:4]
+        else:
+            assert own[0] == own[1] and left not in negatives and right not in negatives
+
+
+class SimpleModel:
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        return torch.zeros(len(texts), 4)
+
+    logit_scale = torch.tensor(1.0)

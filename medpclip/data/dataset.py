@@ -158,6 +158,7 @@ class RegionSliceDataset(_SliceDataset):
             "source": item["image"],
             "slice_axis": sample["slice_axis"],
             "slice_index": sample["slice_index"],
+            "laterality_visible": sample["laterality_visible"],
         }
 
     def _position_guess(self, sample: dict, item: dict) -> list[str | None]:
@@ -201,6 +202,7 @@ class RegionBatch:
         texts, entry_ids, names: ``B`` lists of ``R`` captions / knowledge-base ids / dataset label names.
         modalities: ``B`` modality names (``"CT"``, ``"MR T1"``, ...) or None.
         position_guess: for displaced samples, ``B`` lists of ``R`` position-only guesses (entry ids or None).
+        laterality_visible: ``B`` flags, False for sagittal slices (left and right twins look the same there).
     """
 
     images: torch.Tensor
@@ -213,6 +215,7 @@ class RegionBatch:
     names: list[list[str]]
     modalities: list[str | None]
     position_guess: list[list[str | None]] | None = None
+    laterality_visible: list[bool] | None = None
 
     def to(self, device: torch.device | str) -> RegionBatch:
         tensors = ("images", "masks", "boxes", "points", "point_labels")
@@ -242,4 +245,5 @@ def collate_regions(samples: list[dict]) -> RegionBatch:
         names=[s["region_names"] for s in samples],
         modalities=[s["modality"] for s in samples],
         position_guess=[s["region_position_guess"] for s in samples] if "region_position_guess" in samples[0] else None,
+        laterality_visible=[bool(s.get("laterality_visible", True)) for s in samples],
     )

@@ -9,7 +9,16 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Randomizable
 
-__all__ = ["SampleSliced", "squeeze_singleton_depth"]
+__all__ = ["SampleSliced", "lateral_axis", "squeeze_singleton_depth"]
+
+
+def lateral_axis(image: object) -> int | None:
+    """The spatial voxel axis of a ``[C, X, Y, Z]`` MetaTensor that runs most nearly along world left-right (x in
+    RAS and LPS alike); None without a 3D affine."""
+    affine = getattr(image, "affine", None)
+    if affine is None or tuple(affine.shape) != (4, 4):
+        return None
+    return int(np.argmax(np.abs(np.asarray(affine[0, :3], dtype=np.float64))))
 
 
 def squeeze_singleton_depth(image: torch.Tensor) -> torch.Tensor:
@@ -24,7 +33,9 @@ class SampleSliced(Randomizable, MapTransform):
 
     The axis is ``d[axis_key]`` or, if absent, drawn from ``axes``; the index is ``d[index_key]`` if given
     (deterministic evaluation), else drawn uniformly from ``d[slices_key] = [start, stop)`` (the item's slab),
-    else from the whole axis. 2D inputs pass through. Writes ``slice_axis`` and ``slice_index`` into the dict.
+    else from the whole axis. 2D inputs pass through. Writes ``slice_axis``, ``slice_index`` and
+    ``laterality_visible`` into the dict: False for a sagittal slice (cut along the voxel axis that runs most
+    nearly left-right in the image's affine), whose pixels cannot tell a left structure from its right twin.
     Outputs are plain tensors: a slice has no meaningful 3D affine.
     """
 
@@ -68,6 +79,7 @@ class SampleSliced(Randomizable, MapTransform):
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, object]:
         d = dict(data)
         self.randomize(d)
+        d["laterality_visible"] = self._axis is None or self._axis != lateral_axis(d[self.first_key(d)])
         for key in self.key_iterator(d):
             image = torch.as_tensor(np.asarray(d[key]) if not isinstance(d[key], torch.Tensor) else d[key])
             image = squeeze_singleton_depth(image)

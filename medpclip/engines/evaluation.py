@@ -1,13 +1,13 @@
-"""Evaluate a checkpoint on a recipe's held-out data (registered or displaced slices)."""
+"""Evaluate a checkpoint on held-out data (registered or displaced slices)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from medpclip.atomic import atomic_write_json
-from medpclip.engines.training import TrainConfig
 from medpclip.engines.validation import Validator
 from medpclip.networks import load_checkpoint
 
@@ -15,14 +15,22 @@ __all__ = ["evaluate_checkpoint"]
 
 
 def evaluate_checkpoint(
-    config: str | Path, checkpoint: str | Path, samples: int = 96, displaced: bool = False, out: str | None = None
+    checkpoint: str | Path,
+    val_datalists: Sequence[str],
+    modality_datalist: str | None = None,
+    *,
+    samples: int = 96,
+    displaced: bool = False,
+    seed: int = 1,
+    threads: int = 2,
+    out: str | Path | None = None,
 ) -> dict:
-    """Metrics of ``checkpoint`` on the validation split of the recipe's datalists (see :class:`Validator`)."""
-    recipe = TrainConfig.from_json(config)
-    torch.set_num_threads(recipe.threads)
+    """Metrics of ``checkpoint`` on the ``validation`` split of the datalists (see :class:`Validator`); also
+    written to ``out`` (JSON) when given."""
+    torch.set_num_threads(threads)
     model = load_checkpoint(checkpoint).eval()
     validator = Validator.from_datalists(
-        recipe.val_datalists, recipe.modality_datalist, samples=samples, seed=recipe.seed + 1, displace=displaced
+        val_datalists, modality_datalist, samples=samples, seed=seed, displace=displaced, image_size=model.image_size
     )
     metrics = {
         "checkpoint": str(checkpoint),

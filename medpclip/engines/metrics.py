@@ -44,7 +44,8 @@ def region_metrics(
     """Zero-shot naming of regions prompted by their masks, over the classes ``class_ids`` of a label source.
 
     Returns top-1/top-5 over all classes, top-1 among ``n_way`` choices (the true class and random others),
-    left/right accuracy (true class vs its contralateral structure, where both are classes), text->region
+    left/right accuracy (true class vs its contralateral structure, where both are classes, on slices that show
+    the side; ``left_right_all_slices`` adds sagittal slices, where twins look alike), text->region
     retrieval R@1/R@5 (per class present: is a region of that class among the K regions most similar to its
     text?), each with its chance level, and the number of regions; for displaced samples also the position-only
     baseline (the atlas label under the mask, exactly right, and for lateral regions).
@@ -52,7 +53,7 @@ def region_metrics(
     model.eval()
     class_ids = list(class_ids)
     index = {c: i for i, c in enumerate(class_ids)}
-    embeds, truth, guesses = [], [], []
+    embeds, truth, guesses, visible = [], [], [], []
     for batch in batches:
         enc = model.encode_image(batch.images, RegionPrompts(masks=batch.masks))
         for b, ids in enumerate(batch.entry_ids):
@@ -61,6 +62,7 @@ def region_metrics(
                     embeds.append(enc.region_embeds[b, r])
                     truth.append(index[entry_id])
                     guesses.append(batch.position_guess[b][r] if batch.position_guess else None)
+                    visible.append(batch.laterality_visible[b] if batch.laterality_visible else True)
     if not embeds:
         raise ValueError("no evaluated region belongs to the given classes.")
     sims = F.normalize(torch.stack(embeds), dim=-1) @ class_embeddings(model, knowledge, class_ids, modality).T
@@ -72,12 +74,15 @@ def region_metrics(
     for row, t in enumerate(truth):
         others = rng.choice([k for k in range(c) if k != t], size=min(n_way - 1, c - 1), replace=False)
         way_hits.append(bool(sims[row, t] > sims[row, others].max()))
-    lr_hits, lr_rows = [], []
+    lr_hits, lr_rows, lr_all = [], [], []  # left/right counts where the slice shows the side (not sagittal)
     for row, t in enumerate(truth):
         other = knowledge.contralateral(class_ids[t])
         if other in index:
-            lr_hits.append(bool(sims[row, t] > sims[row, index[other]]))
-            lr_rows.append(row)
+            hit = bool(sims[row, t] > sims[row, index[other]])
+            lr_all.append(hit)
+            if visible[row]:
+                lr_hits.append(hit)
+                lr_rows.append(row)
     present = sorted(set(truth))
     text_ranks = []
     for k in present:  # regions ranked by similarity to class k's text
@@ -109,6 +114,7 @@ def region_metrics(
         "left_right": float(np.mean(lr_hits)) if lr_hits else float("nan"),
         "left_right_chance": 0.5,
         "left_right_regions": len(lr_hits),
+        "left_right_all_slices": float(np.mean(lr_all)) if lr_all else float("nan"),
         "retrieval_r1": float((text_ranks_np < 1).mean()),
         "retrieval_r5": float((text_ranks_np < 5).mean()),
         "retrieval_r1_chance": float(np.mean([np.mean(truth_t.numpy() == k) for k in present])),

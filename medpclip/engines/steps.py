@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from medpclip.data.dataset import PROMPT_FORMS, RegionBatch
 from medpclip.engines.interaction import add_clicks, next_clicks
@@ -13,7 +15,7 @@ from medpclip.losses import contrastive_loss, mask_loss
 from medpclip.networks.model import ImageEncoding, MedPCLIP
 from medpclip.networks.prompts import RegionPrompts
 
-__all__ = ["RegionTrainStep"]
+__all__ = ["RegionTrainStep", "TrainingObjective"]
 
 
 class RegionTrainStep:
@@ -46,9 +48,11 @@ class RegionTrainStep:
         self.rng = np.random.default_rng(seed)
 
     def __call__(self, engine: object, batch: RegionBatch) -> dict[str, float]:
-        model: MedPCLIP = engine.network
-        model.train()
-        losses = self.losses(model, batch.to(engine.state.device))
+        network = engine.network
+        network.train()
+        batch = batch.to(engine.state.device)
+        # under DDP the losses must come from the wrapper's forward so that gradients are averaged across ranks
+        losses = network(batch) if isinstance(network, DistributedDataParallel) else self.losses(network, batch)
         total = sum(losses.values())
         engine.optimizer.zero_grad(set_to_none=True)
         total.backward()
@@ -69,16 +73,25 @@ class RegionTrainStep:
         return out
 
     def _region_text(self, model: MedPCLIP, region_embeds: torch.Tensor, batch: RegionBatch) -> torch.Tensor:
-        classes = [e for ids in batch.entry_ids for e in ids]
+        visible = batch.laterality_visible or [True] * len(batch.entry_ids)
+        rows = [(e, m, v) for ids, m, v in zip(batch.entry_ids, batch.modalities, visible, strict=True) for e in ids]
         texts = [t for ts in batch.texts for t in ts]
-        modalities = [m for m, ids in zip(batch.modalities, batch.entry_ids, strict=True) for _ in ids]
-        for entry_id, modality in zip(list(classes), modalities, strict=True):
+        # on a sagittal slice a structure and its contralateral twin look the same: neither is the other's negative
+        classes = [e if v else self._side_free(e) for e, _, v in rows]
+        for entry_id, modality, lateral_ok in rows:
             candidates = self.knowledge.hard_negatives(entry_id, limit=4)
+            if not lateral_ok:
+                candidates = [c for c in candidates if c != self.knowledge.contralateral(entry_id)]
             for negative in self.rng.permutation(candidates)[: self.hard_negatives] if candidates else []:
                 seed = int(self.rng.integers(2**31))
                 texts.append(self.knowledge.captions(str(negative), modality=modality, seed=seed)[0])
                 classes.append(str(negative))
         return contrastive_loss(region_embeds, model.encode_text(texts), classes, model.logit_scale)
+
+    def _side_free(self, entry_id: str) -> str:
+        """One class key shared by a lateral structure and its contralateral twin."""
+        twin = self.knowledge.contralateral(entry_id)
+        return min(entry_id, twin) if twin else entry_id
 
     def _image_text(self, model: MedPCLIP, global_embeds: torch.Tensor, batch: RegionBatch) -> torch.Tensor:
         found = [(i, self.knowledge.lookup(m)) for i, m in enumerate(batch.modalities) if m]
@@ -105,3 +118,16 @@ class RegionTrainStep:
             logits = model.decode_masks(enc, prev_mask_logits=logits.detach())
             total = total + mask_loss(logits, batch.masks)
         return total / rounds
+
+
+class TrainingObjective(nn.Module):
+    """``forward(batch) -> loss terms`` of :class:`RegionTrainStep`, as a module to wrap in
+    ``DistributedDataParallel`` (the model's own ``forward`` is not the whole training computation)."""
+
+    def __init__(self, model: MedPCLIP, step: RegionTrainStep) -> None:
+        super().__init__()
+        self.model = model
+        self.step = step
+
+    def forward(self, batch: RegionBatch) -> dict[str, torch.Tensor]:
+        return self.step.losses(self.model, batch)

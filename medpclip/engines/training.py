@@ -1,29 +1,37 @@
 """Training on MONAI/ignite: ``SupervisedTrainer`` with :class:`RegionTrainStep`, a progress bar, TensorBoard,
-validation every N iterations, atomic checkpoints (model, optimizer, scheduler, trainer) and resume."""
+validation every N iterations, atomic checkpoints (model, optimizer, scheduler, trainer) and resume.
+
+Under ``torchrun`` (``WORLD_SIZE > 1``) the run is data-parallel: one process per device (gloo on CPU, NCCL on
+GPU), ``DistributedDataParallel`` over the training objective, a ``DistributedSampler``, and rank 0 alone
+validating, logging and writing checkpoints.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from ignite.engine import Events
 from ignite.handlers import Checkpoint, DiskSaver, ProgressBar
 from monai.engines import SupervisedTrainer
 from monai.handlers import TensorBoardStatsHandler
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
 
 from medpclip.atomic import atomic_write_json
 from medpclip.data.datalists import load_datalist
 from medpclip.data.dataset import RegionSliceDataset, collate_regions
-from medpclip.engines.steps import RegionTrainStep
+from medpclip.engines.steps import RegionTrainStep, TrainingObjective
 from medpclip.engines.validation import Validator
 from medpclip.knowledge import default_knowledge_base
-from medpclip.networks import build_model, save_checkpoint
+from medpclip.networks import build_model, import_vision_weights, save_checkpoint
 from medpclip.optim import parameter_groups
 
 __all__ = ["TrainConfig", "train", "latest_checkpoint"]
@@ -52,6 +60,8 @@ class TrainConfig:
     num_workers: int = 2
     threads: int = 2
     seed: int = 0
+    device: str = "cpu"  # "cuda" picks cuda:<LOCAL_RANK> under torchrun
+    pretrained: str | None = None  # local open_clip / timm ViT weights (e.g. BiomedCLIP) for the vision tower
 
     @classmethod
     def from_json(cls, path: str | Path, **overrides: object) -> TrainConfig:
@@ -73,45 +83,77 @@ def train(config: TrainConfig) -> Path:
     """Train (resuming from the latest checkpoint in ``out_dir/checkpoints``) and write ``out_dir/model.pt``."""
     if not config.train_datalists:
         raise ValueError("train_datalists is empty: give at least one label datalist.")
+    rank, world = _init_distributed(config.device)
+    try:
+        return _train(config, rank, world)
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+
+
+def _init_distributed(device: str) -> tuple[int, int]:
+    """``(rank, world size)``; joins the process group when started by ``torchrun`` with several processes."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def _train(config: TrainConfig, rank: int, world: int) -> Path:
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
+    device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if config.device == "cuda" else config.device)
     out = Path(config.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "config.json", asdict(config))
+    lead = rank == 0  # the one process that validates, logs and writes
+    if lead:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "config.json", asdict(config))
     knowledge = default_knowledge_base()
+    model = build_model(config.model, region_mode=config.region_mode)
+    if config.pretrained:
+        report = import_vision_weights(model, config.pretrained)
+        if lead:
+            print(f"vision tower initialised from {config.pretrained}: {report}")
+    model = model.to(device)
     items = [item for path in config.train_datalists for item in load_datalist(path, "training")]
     # samples_per_item only sizes one pass of the loader; the iteration budget decides how long training runs
     dataset = RegionSliceDataset(
         items,
+        image_size=model.image_size,
         num_regions=config.num_regions,
         samples_per_item=64,
         whole_image_prob=config.whole_image_prob,
         displace=config.displace,
-    ).set_random_state(config.seed)
+    ).set_random_state(config.seed + rank)
+    sampler = DistributedSampler(dataset, world, rank, seed=config.seed, drop_last=True) if world > 1 else None
     loader = DataLoader(
         dataset,
         batch_size=config.batch_size,
-        shuffle=True,
+        shuffle=sampler is None,
+        sampler=sampler,
         collate_fn=collate_regions,
         num_workers=config.num_workers,
         persistent_workers=config.num_workers > 0,
         drop_last=True,
         generator=torch.Generator().manual_seed(config.seed),
     )
-    model = build_model(config.model, region_mode=config.region_mode)
     optimizer = torch.optim.AdamW(parameter_groups(model, config.lr))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(config.warmup, config.iterations))
+    step = RegionTrainStep(knowledge=knowledge, seed=config.seed)
+    network = model
+    if world > 1:  # gradients are averaged only when the forward runs through DDP: wrap the whole objective
+        network = DistributedDataParallel(TrainingObjective(model, step), find_unused_parameters=True)
     epoch_length = config.eval_every  # the budget is enforced by iteration count, so a resumed run may extend it
     max_epochs = math.ceil(config.iterations / epoch_length)
     trainer = SupervisedTrainer(
-        device=torch.device("cpu"),
+        device=device,
         max_epochs=max_epochs,
         train_data_loader=loader,
-        network=model,
+        network=network,
         optimizer=optimizer,
         loss_function=None,
         epoch_length=epoch_length,
-        iteration_update=RegionTrainStep(knowledge=knowledge, seed=config.seed),
+        iteration_update=step,
     )
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda _: scheduler.step())
     trainer.add_event_handler(Events.ITERATION_COMPLETED(once=config.iterations), lambda e: e.terminate())
@@ -122,21 +164,38 @@ def train(config: TrainConfig) -> Path:
         n_saved=2,
         global_step_transform=lambda engine, _: engine.state.iteration,
     )
-    trainer.add_event_handler(Events.ITERATION_COMPLETED(every=config.checkpoint_every), saver)
+    if lead:
+        trainer.add_event_handler(Events.ITERATION_COMPLETED(every=config.checkpoint_every), saver)
     resume = latest_checkpoint(out / "checkpoints")
     if resume is not None:
-        Checkpoint.load_objects(to_save, torch.load(resume, map_location="cpu", weights_only=True))
+        Checkpoint.load_objects(to_save, torch.load(resume, map_location=device, weights_only=True))
         # the checkpoint carries the old run's budget; continue the same count toward this run's budget
         state = trainer.state
         state.epoch_length, state.max_epochs = epoch_length, max_epochs
         state.epoch = state.iteration // epoch_length
-        print(f"resumed from {resume} at iteration {trainer.state.iteration}")
-    ProgressBar(persist=True).attach(trainer, output_transform=lambda out: {"loss": out["loss"]})
-    TensorBoardStatsHandler(log_dir=str(out / "tensorboard"), output_transform=lambda out: out).attach(trainer)
+        if lead:
+            print(f"resumed from {resume} at iteration {trainer.state.iteration}")
+    if lead:
+        ProgressBar(persist=True).attach(trainer, output_transform=lambda out: {"loss": out["loss"]})
+        TensorBoardStatsHandler(log_dir=str(out / "tensorboard"), output_transform=lambda out: out).attach(trainer)
+        _attach_validation(trainer, model, config, out / "metrics.jsonl")
+    trainer.run()
+    if not lead:
+        return out / "model.pt"
+    if trainer.state.iteration % config.checkpoint_every:
+        saver(trainer)
+    return save_checkpoint(model, out / "model.pt")
+
+
+def _attach_validation(trainer: SupervisedTrainer, model: torch.nn.Module, config: TrainConfig, log: Path) -> None:
+    """Held-out metrics every ``eval_every`` iterations and at the end, printed and appended to ``log``."""
     validator = Validator.from_datalists(
-        config.val_datalists, config.modality_datalist, samples=config.eval_samples, seed=config.seed
+        config.val_datalists,
+        config.modality_datalist,
+        samples=config.eval_samples,
+        seed=config.seed,
+        image_size=model.image_size,
     )
-    metrics_log = out / "metrics.jsonl"
 
     def validate(engine: SupervisedTrainer) -> None:
         if not validator.has_data:
@@ -145,7 +204,7 @@ def train(config: TrainConfig) -> Path:
         metrics = validator(model)
         model.train()
         record = {"iteration": engine.state.iteration, "seconds": round(time.perf_counter() - started, 1), **metrics}
-        with metrics_log.open("a") as f:
+        with log.open("a") as f:
             f.write(json.dumps(record) + "\n")
         print(json.dumps(record))
 
@@ -153,10 +212,6 @@ def train(config: TrainConfig) -> Path:
     trainer.add_event_handler(
         Events.COMPLETED, lambda e: None if e.state.iteration % config.eval_every == 0 else validate(e)
     )
-    trainer.run()
-    if trainer.state.iteration % config.checkpoint_every:
-        saver(trainer)
-    return save_checkpoint(model, out / "model.pt")
 
 
 def _warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:

@@ -56,6 +56,7 @@ class Validator:
         samples: int = 48,
         seed: int = 0,
         displace: bool = False,
+        image_size: int = 128,
     ) -> Validator:
         """Held-out samples of each datalist's ``validation`` split; ``displace`` moves them inside the frame."""
         knowledge = default_knowledge_base()
@@ -63,7 +64,9 @@ class Validator:
         for path in label_datalists:
             items = load_datalist(path, "validation")
             per_item = math.ceil(samples / len(items))
-            dataset = RegionSliceDataset(items, num_regions=8, samples_per_item=per_item, displace=displace)
+            dataset = RegionSliceDataset(
+                items, image_size=image_size, num_regions=8, samples_per_item=per_item, displace=displace
+            )
             dataset.set_random_state(seed)
             picked = [dataset[i] for i in range(0, len(dataset), max(len(dataset) // samples, 1))][:samples]
             batches = [collate_regions(picked[i : i + 16]) for i in range(0, len(picked), 16)]
@@ -79,7 +82,7 @@ class Validator:
         validator = cls(region_sets=sets, knowledge=knowledge)
         if modality_datalist:
             items = load_datalist(modality_datalist, "validation")
-            dataset = ImageSliceDataset(items).set_random_state(seed)
+            dataset = ImageSliceDataset(items, image_size=image_size).set_random_state(seed)
             samples_ = [dataset[i] for i in range(len(dataset))]
             families = [modality_family(s["modality"]) for s in samples_]
             validator.modality_classes = [knowledge.lookup(n).id for n in MODALITY_CLASSES.values()]

@@ -1,6 +1,7 @@
 """MedP-CLIP networks: vision tower, prompt encoder, region fusion, text tower, mask decoder, assembled model."""
 
 from medpclip.networks.factory import MODEL_PRESETS, MedPCLIPConfig, build_model, load_checkpoint, save_checkpoint
+from medpclip.networks.guidance import GuidanceSegmentationNet, guidance_to_prompts
 from medpclip.networks.model import ImageEncoding, MedPCLIP
 from medpclip.networks.prompt_encoder import PromptEmbeddings, PromptEncoder
 from medpclip.networks.prompts import RegionPrompts
@@ -8,6 +9,7 @@ from medpclip.networks.weights import ImportReport, import_vision_weights
 
 __all__ = [
     "MODEL_PRESETS",
+    "GuidanceSegmentationNet",
     "ImageEncoding",
     "ImportReport",
     "MedPCLIP",
@@ -16,6 +18,7 @@ __all__ = [
     "PromptEncoder",
     "RegionPrompts",
     "build_model",
+    "guidance_to_prompts",
     "import_vision_weights",
     "load_checkpoint",
     "save_checkpoint",

@@ -60,8 +60,13 @@ MODEL_PRESETS: dict[str, MedPCLIPConfig] = {
 }
 
 
-def build_model(config: MedPCLIPConfig | str = "tiny", **changes: object) -> MedPCLIP:
-    """Build a model with random weights from a config or a preset name; ``changes`` replace config fields."""
+def build_model(
+    config: MedPCLIPConfig | str = "tiny", *, model_class: type[MedPCLIP] = MedPCLIP, **changes: object
+) -> MedPCLIP:
+    """Build a model with random weights from a config or a preset name; ``changes`` replace config fields.
+
+    ``model_class`` may be a subclass with another ``forward`` (e.g. :class:`GuidanceSegmentationNet`).
+    """
     if isinstance(config, str):
         if config not in MODEL_PRESETS:
             raise ValueError(f"model preset {config!r} is unknown; choose one of {', '.join(MODEL_PRESETS)}.")
@@ -86,7 +91,7 @@ def build_model(config: MedPCLIPConfig | str = "tiny", **changes: object) -> Med
     )
     split = region_encoder.first if isinstance(region_encoder, FusionRegions) else None
     vision = VisionTransformer(vit_config, split=split)
-    return MedPCLIP(
+    return model_class(
         vision=vision,
         prompt_encoder=PromptEncoder(
             embed_dim=config.prompt_dim,
@@ -113,7 +118,9 @@ def save_checkpoint(model: MedPCLIP, path: str | Path, **extra: object) -> Path:
     return atomic_torch_save(payload, path)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> MedPCLIP:
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu", *, model_class: type[MedPCLIP] = MedPCLIP
+) -> MedPCLIP:
     """Rebuild a model from :func:`save_checkpoint` output (loaded with ``weights_only=True``)."""
     path = Path(path)
     if not path.is_file():
@@ -121,6 +128,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     payload = torch.load(path, map_location=map_location, weights_only=True)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a MedP-CLIP checkpoint (no '{CHECKPOINT_FORMAT}' format tag).")
-    model = build_model(MedPCLIPConfig.from_dict(payload["config"]))
+    model = build_model(MedPCLIPConfig.from_dict(payload["config"]), model_class=model_class)
     model.load_state_dict(payload["state_dict"])
     return model.to(map_location)

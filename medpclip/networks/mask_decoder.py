@@ -6,6 +6,8 @@ raster and the previous prediction enter at that resolution, so a refinement cli
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -60,7 +62,7 @@ class MaskDecoder(nn.Module):
         """
         b, n, d = patch_tokens.shape
         p = region_tokens.shape[1]
-        g = int(round(n**0.5))
+        g = math.isqrt(int(n))  # int(): shapes are tensors while tracing
         image = self.image_proj(patch_tokens.transpose(1, 2).reshape(b, d, g, g))  # [B, C, g, g]
         dense = prompts.dense.transpose(2, 3).reshape(b * p, -1, g, g)  # [B*P, c, g, g]
         x = image.repeat_interleave(p, dim=0) + self.dense_proj(dense)

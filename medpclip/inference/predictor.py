@@ -1,0 +1,114 @@
+"""Interactive prediction on one 2D slice: the prompt-independent prefix is computed once per slice, so every
+further click only runs the prompt-dependent layers and the mask decoder."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from medpclip.inference.geometry import SquareFit
+from medpclip.knowledge import KnowledgeBase, default_knowledge_base
+from medpclip.networks.model import ImageEncoding, MedPCLIP
+from medpclip.networks.prompts import NEGATIVE, POSITIVE, RegionPrompts
+
+__all__ = ["SlicePredictor"]
+
+
+class SlicePredictor:
+    """Holds one slice and its cached prefix; prompts are voxel indices ``(i, j)`` of that slice.
+
+    Example::
+
+        predictor = SlicePredictor(model)
+        predictor.set_image(slice_)                      # [1, H, W] in [0, 1]
+        logits = predictor.segment(points=[(40, 52)])    # [H, W]; > 0 is the structure
+        logits = predictor.segment(points=[(40, 52)], negatives=[(60, 60)], prev_logits=logits)
+        ranking = predictor.classify(["liver", "spleen"], points=[(40, 52)])
+    """
+
+    def __init__(self, model: MedPCLIP, knowledge: KnowledgeBase | None = None, modality: str | None = None) -> None:
+        self.model = model.eval()
+        self.knowledge = knowledge or default_knowledge_base()
+        self.modality = modality
+        self.fit: SquareFit | None = None
+        self._input = self._prefix = None
+        self._text: dict[str, torch.Tensor] = {}
+
+    @torch.inference_mode()
+    def set_image(self, slice_: torch.Tensor) -> None:
+        """``[1, H, W]`` intensities in ``[0, 1]``: resize into the model input and cache the prefix."""
+        if slice_.ndim != 3 or slice_.shape[0] != 1:
+            raise ValueError(f"slice should have shape [1, H, W], got {list(slice_.shape)}.")
+        self.fit = SquareFit(int(slice_.shape[1]), int(slice_.shape[2]), self.model.image_size)
+        self._input = self.fit.image(torch.as_tensor(slice_))[None]
+        self._prefix = self.model.encode_prefix(self._input)
+
+    def prompts(
+        self,
+        points: Sequence[Sequence[float]] = (),
+        negatives: Sequence[Sequence[float]] = (),
+        box: Sequence[float] | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> RegionPrompts | None:
+        """Validate slice-space prompts (clear ``ValueError`` naming the problem) and map them into the model input;
+        ``None`` when nothing is given (the whole image)."""
+        fit = self._require_image()
+        clicks = [*points, *negatives]
+        given = RegionPrompts(
+            points=torch.tensor([[clicks]], dtype=torch.float32).view(1, 1, -1, 2) if clicks else None,
+            point_labels=torch.tensor([[[POSITIVE] * len(points) + [NEGATIVE] * len(negatives)]]) if clicks else None,
+            boxes=torch.tensor([[box]], dtype=torch.float32) if box is not None else None,
+            masks=torch.as_tensor(mask, dtype=torch.float32)[None, None] if mask is not None else None,
+        )
+        if given.is_empty:
+            return None
+        given.validate(1, (fit.height, fit.width))
+        return RegionPrompts(
+            points=fit.points(given.points) if clicks else None,
+            point_labels=given.point_labels,
+            boxes=fit.points(given.boxes.view(1, 1, 2, 2)).view(1, 1, 4) if box is not None else None,
+            masks=fit.image(given.masks[0], mode="nearest")[None] if mask is not None else None,
+        )
+
+    @torch.inference_mode()
+    def encode(self, prompts: RegionPrompts | None) -> ImageEncoding:
+        self._require_image()
+        return self.model.encode_image(self._input, prompts, prefix=self._prefix)
+
+    @torch.inference_mode()
+    def segment(self, *, prev_logits: torch.Tensor | None = None, **prompt_args: object) -> torch.Tensor:
+        """Mask logits ``[H, W]`` over the slice; ``prev_logits`` (an earlier result) refines that prediction."""
+        encoding = self.encode(self.prompts(**prompt_args))
+        prev = None
+        if prev_logits is not None:
+            fit = self._require_image()
+            prev = fit.image(prev_logits[None].float(), mode="bilinear")[None]
+        return self.fit.logits_back(self.model.decode_masks(encoding, prev_mask_logits=prev)[0, 0])
+
+    @torch.inference_mode()
+    def classify(self, labels: Sequence[str], **prompt_args: object) -> list[dict]:
+        """Rank free-text ``labels`` for the prompted region (no prompt: the whole image), most probable first:
+        ``[{"label": str, "probability": float}, ...]``. Known terms use the knowledge base's prompt ensemble."""
+        labels = [str(label).strip() for label in labels]
+        if not labels or not all(labels):
+            raise ValueError("labels are empty: give at least one non-empty label.")
+        encoding = self.encode(self.prompts(**prompt_args))
+        text = torch.stack([self._label_embedding(label) for label in labels])
+        probs = self.model.similarity(encoding.region_embeds[0, 0], text).softmax(-1)
+        ranking = sorted(zip(labels, probs.tolist(), strict=True), key=lambda pair: -pair[1])
+        return [{"label": label, "probability": round(p, 6)} for label, p in ranking]
+
+    def _label_embedding(self, label: str) -> torch.Tensor:
+        if label not in self._text:
+            entry = self.knowledge.lookup(label)
+            texts = self.knowledge.prompt_ensemble(entry.id, self.modality) if entry else [label]
+            embeds = F.normalize(self.model.encode_text(texts), dim=-1).mean(0)
+            self._text[label] = F.normalize(embeds, dim=-1)
+        return self._text[label]
+
+    def _require_image(self) -> SquareFit:
+        if self.fit is None:
+            raise ValueError("no image: call set_image() first.")
+        return self.fit
