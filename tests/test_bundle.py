@@ -104,7 +104,7 @@ def test_guidance_net_clicks_move_the_mask(random_checkpoint):
     assert (one - none).abs().max() > 1e-3 and (two - one).abs().max() > 1e-3
 
 
-def test_torchscript_export_loads_back_and_matches_the_eager_network(tmp_path, random_checkpoint):
+def test_torchscript_export_loads_back_and_matches_the_eager_network(cwd, tmp_path, random_checkpoint):
     exported = tmp_path / "model.ts"
     monai_bundle(
         "ckpt_export",
@@ -121,7 +121,7 @@ def test_torchscript_export_loads_back_and_matches_the_eager_network(tmp_path, r
         "state_dict",
         "--use_trace",
         "True",
-        cwd=tmp_path,
+        cwd=cwd,
     )
     from monai.data import load_net_with_metadata
 
@@ -153,7 +153,7 @@ def test_inference_config_writes_a_mask_with_the_image_geometry_and_ranked_label
     assert json.loads((out_dir / "brain_mr_axial_labels.json").read_text()) == summary
 
 
-def test_evaluate_config_writes_held_out_metrics(tmp_path, phantom_datalist, random_checkpoint):
+def test_evaluate_config_writes_held_out_metrics(cwd, tmp_path, phantom_datalist, random_checkpoint):
     out_dir = tmp_path / "eval"
     monai_bundle(
         "run",
@@ -169,7 +169,7 @@ def test_evaluate_config_writes_held_out_metrics(tmp_path, phantom_datalist, ran
         "8",
         "--output_dir",
         str(out_dir),
-        cwd=tmp_path,
+        cwd=cwd,
     )
     metrics = json.loads((out_dir / "metrics.json").read_text())
     assert metrics["displaced"] is True and metrics["checkpoint"] == str(random_checkpoint)

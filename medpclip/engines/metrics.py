@@ -66,7 +66,7 @@ def region_metrics(
     if not embeds:
         raise ValueError("no evaluated region belongs to the given classes.")
     sims = F.normalize(torch.stack(embeds), dim=-1) @ class_embeddings(model, knowledge, class_ids, modality).T
-    truth_t = torch.tensor(truth)
+    truth_t = torch.tensor(truth, device=sims.device)
     n, c = sims.shape
     ranks = (sims > sims.gather(1, truth_t[:, None])).sum(1)  # 0 = best
     rng = np.random.default_rng(seed)
@@ -117,7 +117,7 @@ def region_metrics(
         "left_right_all_slices": float(np.mean(lr_all)) if lr_all else float("nan"),
         "retrieval_r1": float((text_ranks_np < 1).mean()),
         "retrieval_r5": float((text_ranks_np < 5).mean()),
-        "retrieval_r1_chance": float(np.mean([np.mean(truth_t.numpy() == k) for k in present])),
+        "retrieval_r1_chance": float(np.mean([np.mean(truth_t.cpu().numpy() == k) for k in present])),
     }
 
 
@@ -148,8 +148,13 @@ def interactive_dice(
         images: ``[N, 1, S, S]``; targets: ``[N, 1, S, S]`` bool, one structure per image.
     """
     model.eval()
+    targets = targets.to(model.visual_proj.weight.device)  # validation may run on a GPU
     n, _, size, _ = targets.shape
-    prompts = RegionPrompts(points=torch.zeros(n, 1, 0, 2), point_labels=torch.zeros(n, 1, 0, dtype=torch.long))
+    device = targets.device
+    prompts = RegionPrompts(
+        points=torch.zeros(n, 1, 0, 2, device=device),
+        point_labels=torch.zeros(n, 1, 0, dtype=torch.long, device=device),
+    )
     prefix = model.encode_prefix(images)
     pred = torch.zeros_like(targets[:, 0], dtype=torch.bool)
     logits, out = None, {}

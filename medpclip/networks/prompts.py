@@ -73,7 +73,9 @@ class RegionPrompts:
         if self.points is not None:
             _check_shape("points", self.points, (*shape, -1, 2))
             _check_shape("point_labels", self.point_labels, tuple(self.points.shape[:-1]))
-            if not torch.isin(self.point_labels, torch.tensor([POSITIVE, NEGATIVE, PADDING])).all():
+            if not torch.isin(
+                self.point_labels, torch.tensor([POSITIVE, NEGATIVE, PADDING], device=self.point_labels.device)
+            ).all():
                 raise ValueError("point_labels must be 1 (positive), 0 (negative) or -1 (padding).")
             real = self.points[self.point_labels != PADDING]
             _check_finite("points", real)
