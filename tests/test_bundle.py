@@ -164,7 +164,7 @@ def test_evaluate_config_writes_held_out_metrics(cwd, tmp_path, phantom_datalist
         "--val_datalists",
         f"['{phantom_datalist}']",
         "--modality_datalist",
-        "None",
+        "",  # none: monai.bundle drops overrides whose value is None
         "--samples",
         "8",
         "--output_dir",
@@ -181,7 +181,7 @@ def _train_args(phantom_datalist: Path, out_dir: Path, iterations: int) -> list[
         "--train_datalists",
         f"['{phantom_datalist}']",
         "--modality_datalist",
-        "None",
+        "",  # none: monai.bundle drops overrides whose value is None
         "--iterations",
         str(iterations),
         "--batch_size",
