@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from monai.transforms import Compose, Resize, SpatialPad
 
 __all__ = ["SquareFit"]
 
@@ -31,10 +32,9 @@ class SquareFit:
         return (self.size - h) // 2, (self.size - w) // 2
 
     def image(self, slice_: torch.Tensor, mode: str = "area") -> torch.Tensor:
-        """``[C, H, W]`` -> ``[C, S, S]`` (``mode="nearest"`` for masks)."""
-        resized = F.interpolate(slice_[None].float(), size=self.resized, mode=mode)[0]
-        (top, left), (h, w) = self.offset, self.resized
-        return F.pad(resized, (left, self.size - w - left, top, self.size - h - top))
+        """``[C, H, W]`` -> ``[C, S, S]`` (``mode="nearest"`` for masks), with the transforms training uses."""
+        fit = Compose([Resize(self.size, size_mode="longest", mode=mode), SpatialPad((self.size, self.size))])
+        return torch.as_tensor(fit(slice_.float()))
 
     def points(self, ij: torch.Tensor) -> torch.Tensor:
         """``[..., 2]`` voxel ``(i, j)`` of the slice -> the same voxels in the model input."""

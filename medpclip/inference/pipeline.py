@@ -48,10 +48,11 @@ def segment_and_classify(
     predictor.set_image(slice_of(volume, axis, index))
     prompt = {"points": points, "negatives": negatives, "box": box}
     summary: dict = {"image": str(image), "shape": list(spatial), "slice": None if len(spatial) == 2 else index}
-    summary["labels"] = predictor.classify(labels, **prompt) if labels else []
+    encoding = predictor.encode(predictor.prompts(**prompt))  # once for both the ranking and the mask
+    summary["labels"] = predictor.rank(encoding, labels) if labels else []
     mask = np.zeros(spatial, np.uint8)
     if points or box is not None:
-        region = (predictor.segment(**prompt) > 0).numpy().astype(np.uint8)
+        region = (predictor.decode(encoding) > 0).numpy().astype(np.uint8)
         if len(spatial) == 2:
             mask[:] = region
         else:

@@ -80,21 +80,27 @@ class SlicePredictor:
     @torch.inference_mode()
     def segment(self, *, prev_logits: torch.Tensor | None = None, **prompt_args: object) -> torch.Tensor:
         """Mask logits ``[H, W]`` over the slice; ``prev_logits`` (an earlier result) refines that prediction."""
-        encoding = self.encode(self.prompts(**prompt_args))
-        prev = None
-        if prev_logits is not None:
-            fit = self._require_image()
-            prev = fit.image(prev_logits[None].float(), mode="bilinear")[None]
-        return self.fit.logits_back(self.model.decode_masks(encoding, prev_mask_logits=prev)[0, 0])
+        return self.decode(self.encode(self.prompts(**prompt_args)), prev_logits)
 
     @torch.inference_mode()
     def classify(self, labels: Sequence[str], **prompt_args: object) -> list[dict]:
         """Rank free-text ``labels`` for the prompted region (no prompt: the whole image), most probable first:
         ``[{"label": str, "probability": float}, ...]``. Known terms use the knowledge base's prompt ensemble."""
+        return self.rank(self.encode(self.prompts(**prompt_args)), labels)
+
+    @torch.inference_mode()
+    def decode(self, encoding: ImageEncoding, prev_logits: torch.Tensor | None = None) -> torch.Tensor:
+        """Mask logits ``[H, W]`` over the slice from an :meth:`encode` result (see :meth:`segment`)."""
+        fit = self._require_image()
+        prev = None if prev_logits is None else fit.image(prev_logits[None].float(), mode="bilinear")[None]
+        return fit.logits_back(self.model.decode_masks(encoding, prev_mask_logits=prev)[0, 0])
+
+    @torch.inference_mode()
+    def rank(self, encoding: ImageEncoding, labels: Sequence[str]) -> list[dict]:
+        """Ranked ``labels`` for the first region of an :meth:`encode` result (see :meth:`classify`)."""
         labels = [str(label).strip() for label in labels]
         if not labels or not all(labels):
             raise ValueError("labels are empty: give at least one non-empty label.")
-        encoding = self.encode(self.prompts(**prompt_args))
         text = torch.stack([self._label_embedding(label) for label in labels])
         probs = self.model.similarity(encoding.region_embeds[0, 0], text).softmax(-1)
         ranking = sorted(zip(labels, probs.tolist(), strict=True), key=lambda pair: -pair[1])
