@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11" >&2; exit 2; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[app,data,test]"
+	$(PY) -m pip install --quiet -e ".[app,data,test,bench]"
 	# one LiTS CT case (non-commercial licence: tests and demo only); --no-deps keeps our torch
 	$(PY) -m pip install --quiet --no-deps liver-ct-segmentation-package==1.6.0
 	touch $(STAMP)

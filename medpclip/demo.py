@@ -1,93 +1,154 @@
-"""The embedded default: run the model on the built-in sample image and write ``summary.json`` + an overlay PNG."""
+"""The embedded default (``make demo``): the model on two real sample cases, a CT liver volume (LiTS case 117, from
+the offline ``liver-ct-segmentation-package``) and a brain MR slice (MNI152 T1, the bundle's sample). Per case one
+click, as an annotator would place it; writes the mask as NIfTI, a PNG overlay (image, click, mask, top-3 labels)
+and ``summary.json``.
+"""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+from scipy.ndimage import distance_transform_edt
 
+from medpclip import bundle_dir
 from medpclip.atomic import atomic_write_bytes, atomic_write_json
-from medpclip.data.phantoms import PHANTOM_LABELS, phantom_slice
-from medpclip.networks import RegionPrompts, build_model, load_checkpoint
+from medpclip.inference import classify_file, load_image, segment_file, slice_of
+from medpclip.networks import build_model, load_checkpoint
 
 __all__ = ["run_demo"]
 
-DEMO_LABELS = ["liver", "kidney", "tumour", "spleen", "lung"]
+MODALITIES = ["CT", "MR", "X-ray", "ultrasound", "nuclear medicine"]
+CT_LABELS = ["liver", "spleen", "kidney", "stomach", "lung", "heart"]
+BRAIN_LABELS = [
+    "left precentral gyrus",
+    "right precentral gyrus",
+    "left postcentral gyrus",
+    "left superior frontal gyrus",
+    "left middle frontal gyrus",
+    "left superior parietal gyrus",
+]
+BRAIN_CLICK = (67, 113)  # left precentral gyrus on the sample slice (scripts/make_bundle_sample.py)
 
 
 def run_demo(out_dir: str | Path, checkpoint: str | Path | None = None) -> dict:
-    """Encode the sample slice with no prompt, a click and a box; rank ``DEMO_LABELS``; decode a mask.
-
-    Returns the summary written to ``out_dir/summary.json``.
-    """
-    out_dir = Path(out_dir)
+    """Run both cases and write ``out_dir/{summary.json, <case>_overlay.png, <case>_mask.nii.gz}``; returns the
+    summary. Without a checkpoint the model is untrained (random weights) and says so."""
+    out = Path(out_dir)
     torch.manual_seed(0)
     model = (load_checkpoint(checkpoint) if checkpoint else build_model("tiny")).eval()
-    size = model.image_size
-    image, labels = phantom_slice(size=size, seed=0)
-    tumour = np.argwhere(labels == 5).mean(0).round().tolist()
-    liver = np.argwhere(labels == 2)
-    liver_box = [*liver.min(0).tolist(), *liver.max(0).tolist()]
-    prompts = {
-        "whole image": None,
-        "click on tumour": RegionPrompts(points=torch.tensor([[[tumour]]], dtype=torch.float32)),
-        "box around liver": RegionPrompts(boxes=torch.tensor([[liver_box]], dtype=torch.float32)),
-    }
-    batch = torch.from_numpy(image)[None, None]
-    with torch.inference_mode():
-        text = model.encode_text(DEMO_LABELS)
-        prefix = model.encode_prefix(batch)
-        results, masks = {}, {}
-        for name, prompt in prompts.items():
-            enc = model.encode_image(batch, prompt, prefix=prefix)
-            probs = model.similarity(enc.region_embeds[0, 0], text).softmax(-1)
-            ranking = sorted(zip(DEMO_LABELS, probs.tolist(), strict=True), key=lambda x: -x[1])
-            mask = model.decode_masks(enc)[0, 0]
-            masks[name] = mask
-            results[name] = {
-                "labels": [{"label": lab, "probability": round(p, 4)} for lab, p in ranking],
-                "mask_logits_shape": list(mask.shape),
-                "mask_fraction": round(float((mask > 0).float().mean()), 4),
-            }
+    cases = [_ct_liver_case(model, out), _brain_mr_case(model, out)]
     summary = {
-        "weights": str(checkpoint) if checkpoint else "untrained (random initialisation): rankings are not meaningful",
+        "weights": str(checkpoint) if checkpoint else "untrained (random initialisation): results are not meaningful",
         "model": model.config,
         "parameters": sum(p.numel() for p in model.parameters()),
-        "image": {"source": "built-in synthetic phantom", "shape": list(batch.shape), "labels": PHANTOM_LABELS},
-        "shapes": {
-            "global_embedding": list(enc.global_embeds.shape),
-            "region_embeddings": list(enc.region_embeds.shape),
-            "patch_tokens": list(enc.patch_tokens.shape),
-            "text_embeddings": list(text.shape),
-        },
-        "prompts": results,
+        "coordinates": "voxel indices (i, j, k) of the image as MONAI LoadImage returns it",
+        "cases": cases,
     }
-    atomic_write_json(out_dir / "summary.json", summary)
-    caption = "untrained model: mask is noise" if checkpoint is None else f"checkpoint {Path(checkpoint).name}"
-    png = _overlay_png(image, masks["box around liver"], liver_box, tumour, caption)
-    atomic_write_bytes(out_dir / "overlay.png", png)
+    atomic_write_json(out / "summary.json", summary)
     return summary
 
 
-def _overlay_png(
-    image: np.ndarray, mask_logits: torch.Tensor, box: list[int], point: list[float], caption: str
-) -> bytes:
-    """The slice x4 with the predicted mask (green), the box prompt (yellow), the click (red) and a caption."""
-    import io
+def _ct_liver_case(model: torch.nn.Module, out: Path) -> dict:
+    """LiTS 117: a click in the liver on its largest axial slice, segmented and propagated through the volume."""
+    from medpclip.data.samples import lits_affine, lits_arrays
 
-    grey = (image * 255).astype(np.uint8)
+    ct, label = lits_arrays()
+    image = out / "inputs" / "lits_117_ct.nii.gz"
+    if not image.is_file():  # the input the CLI commands below can be re-run on
+        image.parent.mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(ct, lits_affine(ct.shape)), image)
+    liver = label > 0
+    k = int(np.argmax(liver.sum((0, 1))))
+    i, j = _deepest(liver[..., k])
+    click = [i, j, k]
+    mask_path = out / "ct_liver_mask.nii.gz"
+    seg = segment_file(model, image, mask_path, points=[click], modality="CT")
+    labels = classify_file(model, image, CT_LABELS, points=[click], modality="CT")["labels"]
+    whole = classify_file(model, image, MODALITIES, slice_index=k)["labels"]
+    mask = np.asarray(nib.load(mask_path).dataobj) > 0
+    dice = 2 * float((mask & liver).sum()) / float(mask.sum() + liver.sum())
+    volume = load_image(image, "CT")
+    png = _overlay(slice_of(volume, 2, k)[0].numpy(), mask[..., k], (i, j), labels, whole, "LiTS 117 CT, axial")
+    atomic_write_bytes(out / "ct_liver_overlay.png", png)
+    return {
+        "case": "ct_liver",
+        "image": str(image),
+        "source": "LiTS challenge case 117 (liver-ct-segmentation-package; non-commercial licence)",
+        "click": click,
+        "region_labels": labels,
+        "image_labels": whole,
+        "mask": seg,
+        "dice_vs_reference_3d": round(dice, 4),
+        "overlay": str(out / "ct_liver_overlay.png"),
+        "commands": [
+            f"medpclip segment {image} --point {i},{j},{k} --modality CT --out {mask_path}",
+            f"medpclip classify {image} --point {i},{j},{k} --modality CT --labels {','.join(CT_LABELS)}",
+        ],
+    }
+
+
+def _brain_mr_case(model: torch.nn.Module, out: Path) -> dict:
+    """The bundle's MNI152 T1 axial slice with a click in the left precentral gyrus."""
+    image = Path(bundle_dir()) / "docs" / "samples" / "brain_mr_axial.nii.gz"
+    mask_path = out / "brain_mr_mask.nii.gz"
+    seg = segment_file(model, image, mask_path, points=[BRAIN_CLICK], modality="MR")
+    labels = classify_file(model, image, BRAIN_LABELS, points=[BRAIN_CLICK], modality="MR")["labels"]
+    whole = classify_file(model, image, MODALITIES)["labels"]
+    plane = load_image(image, "MR")[0].numpy()
+    mask = np.asarray(nib.load(mask_path).dataobj).reshape(plane.shape) > 0
+    png = _overlay(plane, mask, BRAIN_CLICK, labels, whole, "MNI152 T1, axial")
+    atomic_write_bytes(out / "brain_mr_overlay.png", png)
+    i, j = BRAIN_CLICK
+    return {
+        "case": "brain_mr",
+        "image": str(image),
+        "source": "MNI152 2009a T1 template (nilearn), AAL3 region under the click: left precentral gyrus",
+        "click": list(BRAIN_CLICK),
+        "region_labels": labels,
+        "image_labels": whole,
+        "mask": seg,
+        "overlay": str(out / "brain_mr_overlay.png"),
+        "commands": [
+            f"medpclip segment {image} --point {i},{j} --modality MR --out {mask_path}",
+            f"medpclip classify {image} --point {i},{j} --modality MR --labels '{','.join(BRAIN_LABELS)}'",
+        ],
+    }
+
+
+def _deepest(mask: np.ndarray) -> tuple[int, int]:
+    """The voxel of a 2D mask farthest from its border (where an annotator would click)."""
+    depth = distance_transform_edt(mask)
+    i, j = np.unravel_index(int(np.argmax(depth)), mask.shape)
+    return int(i), int(j)
+
+
+def _overlay(
+    plane: np.ndarray, mask: np.ndarray, click: tuple[int, int], labels: list[dict], whole: list[dict], title: str
+) -> bytes:
+    """PNG of an axial ``[I, J]`` slice of a RAS volume in radiological display (patient's right on the left,
+    anterior up), scaled x4: the mask in green, the click in red, the top-3 region and image labels below."""
+    grey = (np.clip(plane, 0, 1) * 255).astype(np.uint8)
     rgb = np.stack([grey] * 3, -1)
-    mask = torch.nn.functional.interpolate(mask_logits[None, None], size=image.shape, mode="bilinear")[0, 0] > 0
-    rgb[mask.numpy()] = (0.5 * rgb[mask.numpy()] + [0, 90, 0]).astype(np.uint8)
-    picture = Image.fromarray(rgb).resize((image.shape[1] * 4, image.shape[0] * 4), Image.NEAREST)
+    rgb[mask] = (0.55 * rgb[mask] + [0, 110, 0]).astype(np.uint8)
+    # array (i, j) = (x: left->right, y: posterior->anterior) -> display rows = -y, columns = -x
+    shown = rgb.transpose(1, 0, 2)[::-1, ::-1]
+    scale = 4
+    rows, cols = shown.shape[:2]
+    picture = Image.new("RGB", (cols * scale, rows * scale + 78), (0, 0, 0))
+    picture.paste(Image.fromarray(np.ascontiguousarray(shown)).resize((cols * scale, rows * scale), Image.NEAREST))
     draw = ImageDraw.Draw(picture)
-    i0, j0, i1, j1 = (4 * v for v in box)
-    draw.rectangle([j0, i0, j1, i1], outline=(255, 200, 0), width=2)
-    pi, pj = (4 * v for v in point)
-    draw.ellipse([pj - 6, pi - 6, pj + 6, pi + 6], outline=(255, 0, 0), width=3)
-    draw.text((6, 6), f"box around liver + click on tumour | {caption}", fill=(255, 255, 255))
+    r, c = (plane.shape[1] - 1 - click[1]) * scale, (plane.shape[0] - 1 - click[0]) * scale
+    draw.ellipse([c - 7, r - 7, c + 7, r + 7], outline=(255, 40, 40), width=3)
+    draw.text((6, 6), f"{title} | click (red), predicted mask (green) | R on the left", fill=(255, 255, 0))
+    top = ", ".join(f"{x['label']} {x['probability']:.2f}" for x in labels[:3])
+    image_top = ", ".join(f"{x['label']} {x['probability']:.2f}" for x in whole[:3])
+    draw.text((6, rows * scale + 8), f"region: {top}", fill=(255, 255, 255))
+    draw.text((6, rows * scale + 30), f"image:  {image_top}", fill=(200, 200, 200))
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
     return buffer.getvalue()

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from monai.losses import DiceCELoss
 
-__all__ = ["contrastive_loss", "mask_loss"]
+__all__ = ["class_loss", "contrastive_loss", "mask_loss"]
 
 _dice_bce = DiceCELoss(sigmoid=True, reduction="mean")
 
@@ -45,6 +45,32 @@ def contrastive_loss(
     logits = logits.masked_fill(same & ~own, float("-inf"))
     targets = torch.arange(m, device=logits.device)
     return (F.cross_entropy(logits, targets) + F.cross_entropy(logits[:, :m].T, targets)) / 2
+
+
+def class_loss(
+    embeds: torch.Tensor,
+    class_embeds: torch.Tensor,
+    targets: torch.Tensor,
+    logit_scale: torch.Tensor,
+    not_negative: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Cross-entropy of ``N`` embeddings over a whole vocabulary of ``C`` class texts (CLIP's zero-shot classifier
+    trained directly): every other class of the vocabulary is a negative, not only the texts of the batch.
+
+    Args:
+        embeds: ``[N, E]`` image or region embeddings.
+        class_embeds: ``[C, E]`` one text embedding per class.
+        targets: ``[N]`` class index of each embedding.
+        logit_scale: log of the inverse temperature.
+        not_negative: optional ``[N, C]`` bool, classes left out of an embedding's softmax (e.g. the contralateral
+            twin on a slice that cannot show the side).
+    """
+    scale = logit_scale.exp().clamp(max=100)
+    logits = scale * F.normalize(embeds, dim=-1) @ F.normalize(class_embeds, dim=-1).T  # [N, C]
+    if not_negative is not None:
+        own = F.one_hot(targets, logits.shape[1]).bool()
+        logits = logits.masked_fill(not_negative & ~own, float("-inf"))
+    return F.cross_entropy(logits, targets)
 
 
 def mask_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

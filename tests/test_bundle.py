@@ -149,7 +149,7 @@ def test_inference_config_writes_a_mask_with_the_image_geometry_and_ranked_label
     mask = nib.load(out_dir / "brain_mr_axial_mask.nii.gz")
     assert mask.shape == sample.shape
     np.testing.assert_allclose(mask.affine, sample.affine, atol=1e-5)
-    assert 0 < summary["mask_voxels"] == int(np.asarray(mask.dataobj).sum())
+    assert 0 < summary["voxels"] == int(np.asarray(mask.dataobj).sum())
     assert json.loads((out_dir / "brain_mr_axial_labels.json").read_text()) == summary
 
 

@@ -69,7 +69,7 @@ def test_predictor_needs_an_image_and_labels(tiny_model):
         predictor.classify([])
 
 
-def test_pipeline_on_a_volume_writes_the_clicked_slice_with_the_volume_geometry(tmp_path, make_model):
+def test_pipeline_on_a_volume_writes_a_mask_with_the_volume_geometry(tmp_path, make_model):
     affine = np.diag([0.8, 0.8, 2.5, 1.0])
     volume = np.random.default_rng(0).normal(40, 30, (70, 60, 12)).astype(np.float32)
     nib.save(nib.Nifti1Image(volume, affine), tmp_path / "ct.nii.gz")
@@ -85,8 +85,8 @@ def test_pipeline_on_a_volume_writes_the_clicked_slice_with_the_volume_geometry(
     mask = nib.load(tmp_path / "out" / "ct_mask.nii.gz")
     data = np.asarray(mask.dataobj)
     assert mask.shape == volume.shape and np.allclose(mask.affine, affine)
-    assert summary["slice"] == 7 and data[..., 7].sum() == summary["mask_voxels"] > 0
-    assert data.sum() == data[..., 7].sum(), "only the clicked slice is segmented"
+    assert summary["slice"] == 7 and data[..., 7].sum() > 0 and data.sum() == summary["voxels"]
+    assert summary["slices"] == int(data.any((0, 1)).sum()), "propagated slices are counted"
     assert json.loads((tmp_path / "out" / "ct_labels.json").read_text())["labels"] == summary["labels"]
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from medpclip.losses import contrastive_loss, mask_loss
+from medpclip.losses import class_loss, contrastive_loss, mask_loss
 
 SCALE = torch.tensor(4.6)  # exp = 100
 
@@ -40,3 +40,19 @@ def test_mask_loss_prefers_the_right_mask():
     target[..., 10:40, 20:50] = 1
     good = (F.interpolate(target, size=16, mode="area") * 2 - 1) * 20
     assert mask_loss(good, target) < 0.2 < 5 < mask_loss(-good, target)  # boundary pixels are fractional
+
+
+def test_class_loss_uses_the_whole_vocabulary_and_can_spare_a_twin():
+    classes = F.normalize(torch.randn(5, 8, generator=torch.Generator().manual_seed(2)), dim=-1)
+    targets = torch.tensor([0, 3])
+    right = class_loss(classes[[0, 3]], classes, targets, SCALE)
+    wrong = class_loss(classes[[1, 2]], classes, targets, SCALE)
+    assert right < 1e-3 < 1.0 < wrong
+    # an embedding equal to class 1's text: sparing class 1 as a negative removes the loss
+    confused = class_loss(classes[[1]], classes, torch.tensor([0]), SCALE)
+    spared = torch.zeros(1, 5, dtype=torch.bool)
+    spared[0, 1] = True
+    assert class_loss(classes[[1]], classes, torch.tensor([0]), SCALE, spared) < confused
+    # its own class is never spared
+    own = torch.ones(1, 5, dtype=torch.bool)
+    assert torch.isfinite(class_loss(classes[[0]], classes, torch.tensor([0]), SCALE, own))

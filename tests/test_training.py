@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -46,6 +47,57 @@ def test_train_step_losses_are_finite_and_move_the_model(phantom_datalist, form)
     assert ("mask" in losses) == (form != "mask"), "no mask loss when the prompt is the mask itself"
     sum(losses.values()).backward()
     assert model.region_encoder.fusion["3"].value_gate.grad.abs().sum() > 0
+
+
+def test_vocabulary_and_modality_image_terms_train(phantom_datalist):
+    items = load_datalist(phantom_datalist)
+    dataset = RegionSliceDataset(items, num_regions=3).set_random_state(0)
+    batch = next(iter(DataLoader(dataset, batch_size=2, collate_fn=collate_regions)))
+    vocabulary = sorted({e for ids in batch.entry_ids for e in ids} | {"liver", "spleen"})
+    drawn = []
+
+    def modality_images():
+        while True:
+            drawn.append(1)
+            yield torch.rand(3, 1, 128, 128), ["US", "CR", "CT"]
+
+    torch.manual_seed(0)
+    model = build_model("tiny")
+    step = RegionTrainStep(forms=("box",), vocabulary=vocabulary, modality_images=modality_images())
+    losses = step.losses(model, batch)
+    assert {"region_text", "region_class", "image_class"} <= set(losses) and drawn == [1]
+    assert all(torch.isfinite(v) and v > 0 for v in losses.values())
+    losses["image_class"].backward()
+    assert model.visual_proj.weight.grad.abs().sum() > 0
+    no_vocabulary = RegionTrainStep(forms=("box",)).losses(model, batch)
+    assert "region_class" not in no_vocabulary
+
+
+def test_modality_batches_draw_every_family_and_skip_unreadable_files(tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    from medpclip.engines import training
+
+    items = []
+    for n, modality in enumerate(["CT"] * 6 + ["US", "CR", "US"]):
+        path = tmp_path / f"{n}.png"
+        Image.fromarray((np.random.default_rng(n).random((40, 40)) * 255).astype(np.uint8)).save(path)
+        items.append({"image": str(path), "modality": modality, "text": f"a {modality} image"})
+    datalist = tmp_path / "modalities.json"
+    datalist.write_text(json.dumps({"training": items, "validation": []}))
+    readable = training.ImageSliceDataset.__getitem__
+
+    def pixels_fail_for_the_last(dataset, index):  # as ITK fails on 16-bit RGB ultrasound after reading its header
+        if dataset.items[index]["image"].endswith("8.png"):
+            raise RuntimeError("applying transform LoadImaged")
+        return readable(dataset, index)
+
+    monkeypatch.setattr(training.ImageSliceDataset, "__getitem__", pixels_fail_for_the_last)
+    images, modalities = next(training._modality_batches(str(datalist), 60, 64, seed=0))
+    assert images.shape == (60, 1, 64, 64)
+    counts = {m: modalities.count(m) for m in ("CT", "US", "CR")}
+    assert all(c >= 10 for c in counts.values()), f"families are drawn about equally: {counts}"
+    assert "skipping" in capsys.readouterr().out and "8.png" not in str(modalities)
 
 
 def test_resume_restores_iteration_and_optimizer(tmp_path, phantom_datalist, capsys):

@@ -104,10 +104,10 @@ class RegionSliceDataset(_SliceDataset):
         num_regions: regions ``R`` per sample (prompts per image).
         samples_per_item: samples per item per epoch (``len = len(items) * samples_per_item``).
         whole_image_prob: chance that a region is the whole image (captioned by modality).
-        displace: move each slice inside the frame (rotation +-20 deg, scale 0.8-1.2, shift +-20 %, orientation
-            kept) so that a region cannot be named from its position alone; the undisplaced label map is kept to
-            report the position-only guess (``region_position_guess``: the label an atlas lookup at the mask's
-            voxels gives).
+        displace: chance (``True``: always) to move a slice inside the frame (rotation +-20 deg, scale 0.8-1.2,
+            shift +-20 %, orientation kept) so that a region cannot be named from its position alone; the
+            undisplaced label map is kept to report the position-only guess (``region_position_guess``: the label
+            an atlas lookup at the mask's voxels gives).
         cache_size: preprocessed volumes kept per process.
     """
 
@@ -119,7 +119,7 @@ class RegionSliceDataset(_SliceDataset):
         num_regions: int = 4,
         samples_per_item: int = 1,
         whole_image_prob: float = 0.0,
-        displace: bool = False,
+        displace: float = 0.0,
         knowledge: KnowledgeBase | None = None,
         cache_size: int = 8,
     ) -> None:
@@ -134,7 +134,7 @@ class RegionSliceDataset(_SliceDataset):
         self.sample = Compose(
             [
                 *slice_transforms(["image", "label"], image_size),
-                *(displace_transforms(image_size) if displace else []),
+                *(displace_transforms(image_size, float(displace)) if displace else []),
                 SampleRegionPromptsd(num_regions=num_regions, whole_image_prob=whole_image_prob),
                 RegionCaptionsd(self.knowledge),
             ]
@@ -175,13 +175,14 @@ class RegionSliceDataset(_SliceDataset):
         return guesses
 
 
-def displace_transforms(image_size: int) -> list:
-    """Keep the registered label map as ``atlas``, then move image and label together inside the frame."""
+def displace_transforms(image_size: int, prob: float = 1.0) -> list:
+    """Keep the registered label map as ``atlas``, then (with chance ``prob``) move image and label together
+    inside the frame."""
     return [
         CopyItemsd(keys="label", names="atlas"),
         RandAffined(
             keys=["image", "label"],
-            prob=1.0,
+            prob=prob,
             rotate_range=0.35,
             scale_range=0.2,
             translate_range=(0.2 * image_size, 0.2 * image_size),

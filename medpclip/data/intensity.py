@@ -8,7 +8,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, ScaleIntensityRange, ScaleIntensityRangePercentiles
 
-__all__ = ["CT_WINDOWS", "ModalityIntensityd", "modality_family"]
+__all__ = ["CT_WINDOWS", "MODALITY_CLASSES", "ModalityIntensityd", "modality_family"]
 
 # (level, width) in Hounsfield units; common radiology presets
 CT_WINDOWS: dict[str, tuple[float, float]] = {
@@ -19,6 +19,9 @@ CT_WINDOWS: dict[str, tuple[float, float]] = {
     "mediastinum": (50.0, 350.0),
     "bone": (400.0, 1800.0),
 }
+
+# image-level zero-shot classes: modality families, named as the knowledge base knows them
+MODALITY_CLASSES = {"CT": "CT", "MR": "MR", "XR": "X-ray", "US": "ultrasound", "NM": "nuclear medicine"}
 
 _FAMILIES = {
     "CT": ("ct", "computed tomography"),

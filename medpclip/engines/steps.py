@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -9,9 +11,10 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from medpclip.data.dataset import PROMPT_FORMS, RegionBatch
+from medpclip.data.intensity import MODALITY_CLASSES, modality_family
 from medpclip.engines.interaction import add_clicks, next_clicks
 from medpclip.knowledge import KnowledgeBase, default_knowledge_base
-from medpclip.losses import contrastive_loss, mask_loss
+from medpclip.losses import class_loss, contrastive_loss, mask_loss
 from medpclip.networks.model import ImageEncoding, MedPCLIP
 from medpclip.networks.prompts import RegionPrompts
 
@@ -22,10 +25,12 @@ class RegionTrainStep:
     """``iteration_update`` for MONAI's ``SupervisedTrainer``: ``(engine, batch) -> {"loss": float, ...}``.
 
     Per step: one prompt form (drawn from ``forms``); region–text InfoNCE over every region of the batch against
-    its caption plus ``hard_negatives`` knowledge-base hard-negative captions per region; image–text InfoNCE of the
-    global embeddings against modality captions (``global_weight``); for non-mask prompts, the mask loss over
-    1..``click_rounds`` rounds of simulated correction clicks, each round re-using the cached prefix and feeding the
-    previous logits back (``mask_weight``).
+    its caption plus ``hard_negatives`` knowledge-base hard-negative captions per region; region classification
+    over the whole ``vocabulary`` of region classes, one caption per class (``vocabulary_weight``); image-level
+    classification of the global embeddings over the modality families (``global_weight``), on the batch's images
+    and on one batch ``(images [N, 1, S, S], modalities)`` drawn from ``modality_images`` when given; for non-mask
+    prompts, the mask loss over 1..``click_rounds`` rounds of simulated correction clicks, each round re-using the
+    cached prefix and feeding the previous logits back (``mask_weight``).
     """
 
     def __init__(
@@ -37,6 +42,9 @@ class RegionTrainStep:
         click_rounds: int = 3,
         mask_weight: float = 1.0,
         global_weight: float = 0.5,
+        vocabulary: Sequence[str] = (),
+        vocabulary_weight: float = 1.0,
+        modality_images: Iterator[tuple[torch.Tensor, list[str]]] | None = None,
         seed: int = 0,
     ) -> None:
         unknown = set(forms) - set(PROMPT_FORMS)
@@ -45,6 +53,9 @@ class RegionTrainStep:
         self.knowledge = knowledge or default_knowledge_base()
         self.forms, self.hard_negatives, self.click_rounds = tuple(forms), hard_negatives, click_rounds
         self.mask_weight, self.global_weight = mask_weight, global_weight
+        self.vocabulary, self.vocabulary_weight = list(vocabulary), vocabulary_weight
+        self.modality_images = modality_images
+        self.modality_classes = [self.knowledge.lookup(name).id for name in MODALITY_CLASSES.values()]
         self.rng = np.random.default_rng(seed)
 
     def __call__(self, engine: object, batch: RegionBatch) -> dict[str, float]:
@@ -60,14 +71,17 @@ class RegionTrainStep:
         return {"loss": float(total.detach()), **{k: float(v.detach()) for k, v in losses.items()}}
 
     def losses(self, model: MedPCLIP, batch: RegionBatch) -> dict[str, torch.Tensor]:
-        """The weighted loss terms of one batch (``region_text``, ``image_text``, ``mask``)."""
+        """The weighted loss terms of one batch (``region_text``, ``region_class``, ``image_class``, ``mask``)."""
         form = self.forms[self.rng.integers(len(self.forms))]
         prompts = batch.prompts(form)
         prefix = model.encode_prefix(batch.images)
         enc = model.encode_image(batch.images, prompts, prefix=prefix)
-        out = {"region_text": self._region_text(model, enc.region_embeds.flatten(0, 1), batch)}
-        if self.global_weight and any(batch.modalities):
-            out["image_text"] = self.global_weight * self._image_text(model, enc.global_embeds, batch)
+        region_embeds = enc.region_embeds.flatten(0, 1)
+        out = {"region_text": self._region_text(model, region_embeds, batch)}
+        if self.vocabulary and self.vocabulary_weight:
+            out["region_class"] = self.vocabulary_weight * self._region_class(model, region_embeds, batch)
+        if self.global_weight:
+            out["image_class"] = self.global_weight * self._image_class(model, enc.global_embeds, batch.modalities)
         if self.mask_weight and form != "mask":  # a mask prompt would let the decoder copy its input
             out["mask"] = self.mask_weight * self._interactive_mask(model, batch, prompts, prefix, enc)
         return out
@@ -93,14 +107,38 @@ class RegionTrainStep:
         twin = self.knowledge.contralateral(entry_id)
         return min(entry_id, twin) if twin else entry_id
 
-    def _image_text(self, model: MedPCLIP, global_embeds: torch.Tensor, batch: RegionBatch) -> torch.Tensor:
-        found = [(i, self.knowledge.lookup(m)) for i, m in enumerate(batch.modalities) if m]
-        keep = [i for i, entry in found if entry is not None]
-        if len(keep) < 2:
+    def _region_class(self, model: MedPCLIP, region_embeds: torch.Tensor, batch: RegionBatch) -> torch.Tensor:
+        index = {c: i for i, c in enumerate(self.vocabulary)}
+        visible = batch.laterality_visible or [True] * len(batch.entry_ids)
+        flat = [(e, v) for ids, v in zip(batch.entry_ids, visible, strict=True) for e in ids]
+        rows = [(r, e, v) for r, (e, v) in enumerate(flat) if e in index]  # whole-image regions: modality captions
+        if not rows:
+            return region_embeds.sum() * 0
+        not_negative = torch.zeros(len(rows), len(index), dtype=torch.bool, device=region_embeds.device)
+        for k, (_, entry_id, lateral_ok) in enumerate(rows):
+            twin = self.knowledge.contralateral(entry_id)
+            if not lateral_ok and twin in index:
+                not_negative[k, index[twin]] = True
+        texts = [self.knowledge.captions(c, seed=int(self.rng.integers(2**31)))[0] for c in self.vocabulary]
+        targets = torch.tensor([index[e] for _, e, _ in rows], device=region_embeds.device)
+        embeds = region_embeds[[r for r, _, _ in rows]]
+        return class_loss(embeds, model.encode_text(texts), targets, model.logit_scale, not_negative)
+
+    def _image_class(self, model: MedPCLIP, global_embeds: torch.Tensor, modalities: list[str | None]) -> torch.Tensor:
+        """Global embeddings (the batch's, then a batch of ``modality_images``) classified over modality families."""
+        if self.modality_images is not None:
+            images, extra = next(self.modality_images)
+            extra_embeds = model.encode_image(images.to(global_embeds.device)).global_embeds
+            global_embeds = torch.cat([global_embeds, extra_embeds])
+            modalities = [*modalities, *extra]
+        index = {c: i for i, c in enumerate(self.modality_classes)}
+        entries = [self.knowledge.lookup(MODALITY_CLASSES.get(modality_family(m), "")) for m in modalities]
+        keep = [i for i, e in enumerate(entries) if e is not None and e.id in index]
+        if not keep:
             return global_embeds.sum() * 0
-        entries = [entry.id for _, entry in found if entry is not None]
-        texts = [self.knowledge.captions(e, seed=int(self.rng.integers(2**31)))[0] for e in entries]
-        return contrastive_loss(global_embeds[keep], model.encode_text(texts), entries, model.logit_scale)
+        texts = [self.knowledge.captions(c, seed=int(self.rng.integers(2**31)))[0] for c in self.modality_classes]
+        targets = torch.tensor([index[entries[i].id] for i in keep], device=global_embeds.device)
+        return class_loss(global_embeds[keep], model.encode_text(texts), targets, model.logit_scale)
 
     def _interactive_mask(
         self, model: MedPCLIP, batch: RegionBatch, prompts: RegionPrompts, prefix: torch.Tensor, enc: ImageEncoding

@@ -12,7 +12,8 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -27,7 +28,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from medpclip.atomic import atomic_write_json
 from medpclip.data.datalists import load_datalist
-from medpclip.data.dataset import RegionSliceDataset, collate_regions
+from medpclip.data.dataset import ImageSliceDataset, RegionSliceDataset, collate_regions
+from medpclip.data.intensity import MODALITY_CLASSES, modality_family
 from medpclip.engines.steps import RegionTrainStep, TrainingObjective
 from medpclip.engines.validation import Validator
 from medpclip.knowledge import default_knowledge_base
@@ -51,7 +53,9 @@ class TrainConfig:
     batch_size: int = 8
     num_regions: int = 8
     whole_image_prob: float = 0.05
-    displace: bool = False  # geometric augmentation: training slices rotated/scaled/shifted inside the frame
+    displace: float = 0.0  # geometric augmentation: chance that a training slice is rotated/scaled/shifted in frame
+    vocabulary_weight: float = 1.0  # region classification over every region class of the training datalists
+    modality_batch: int = 8  # images per step from the modality datalist's training split (0: none)
     lr: float = 1e-3
     warmup: int = 50
     eval_every: int = 250
@@ -139,7 +143,21 @@ def _train(config: TrainConfig, rank: int, world: int) -> Path:
     )
     optimizer = torch.optim.AdamW(parameter_groups(model, config.lr))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(config.warmup, config.iterations))
-    step = RegionTrainStep(knowledge=knowledge, seed=config.seed)
+    vocabulary = sorted(
+        {e for i in items for e in knowledge.map_labels(i["labels"].values(), i.get("label_source")).mapped.values()}
+    )
+    modality_images = None
+    if config.modality_datalist and config.modality_batch:
+        modality_images = _modality_batches(
+            config.modality_datalist, config.modality_batch, model.image_size, config.seed + rank
+        )
+    step = RegionTrainStep(
+        knowledge=knowledge,
+        vocabulary=vocabulary,
+        vocabulary_weight=config.vocabulary_weight,
+        modality_images=modality_images,
+        seed=config.seed + rank,
+    )
     network = model
     if world > 1:  # gradients are averaged only when the forward runs through DDP: wrap the whole objective
         network = DistributedDataParallel(TrainingObjective(model, step), find_unused_parameters=True)
@@ -185,6 +203,32 @@ def _train(config: TrainConfig, rank: int, world: int) -> Path:
     if trainer.state.iteration % config.checkpoint_every:
         saver(trainer)
     return save_checkpoint(model, out / "model.pt")
+
+
+def _modality_batches(
+    datalist: str, batch_size: int, image_size: int, seed: int
+) -> Iterator[tuple[torch.Tensor, list[str]]]:
+    """Endless ``(images [N, 1, S, S], modalities)`` batches from a modality datalist's training split, each
+    modality family drawn equally often (ultrasound and radiographs are rare in the offline data)."""
+    items = [i for i in load_datalist(datalist, "training") if modality_family(i.get("modality")) in MODALITY_CLASSES]
+    if not items:
+        raise ValueError(f"{datalist} has no training images of the modalities {', '.join(MODALITY_CLASSES)}.")
+    dataset = ImageSliceDataset(items, image_size=image_size, cache_size=len(items)).set_random_state(seed)
+    readable = []
+    for index, item in enumerate(items):  # loads each file once into the cache
+        try:
+            dataset[index]
+            readable.append(index)
+        except RuntimeError as err:  # e.g. 16-bit RGB ultrasound, which ITK does not wrap
+            reason = str(err.__cause__ or err).strip().splitlines()[0]
+            print(f"modality images: skipping {item['image']}: {reason}")
+    families = Counter(modality_family(items[i]["modality"]) for i in readable)
+    weights = [1 / families[modality_family(items[i]["modality"])] for i in readable]
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        picked = torch.multinomial(torch.tensor(weights), batch_size, replacement=True, generator=generator)
+        samples = [dataset[readable[int(i)]] for i in picked]
+        yield torch.stack([s["image"] for s in samples]), [s["modality"] for s in samples]
 
 
 def _attach_validation(trainer: SupervisedTrainer, model: torch.nn.Module, config: TrainConfig, log: Path) -> None:

@@ -11,15 +11,12 @@ import torch
 
 from medpclip.data.datalists import load_datalist
 from medpclip.data.dataset import ImageSliceDataset, RegionBatch, RegionSliceDataset, collate_regions
-from medpclip.data.intensity import modality_family
+from medpclip.data.intensity import MODALITY_CLASSES, modality_family
 from medpclip.engines.metrics import image_zero_shot, interactive_dice, region_metrics
 from medpclip.knowledge import KnowledgeBase, default_knowledge_base
 from medpclip.networks.model import MedPCLIP
 
 __all__ = ["RegionEvalSet", "Validator", "MODALITY_CLASSES"]
-
-# image-level zero-shot classes: modality families, named as the knowledge base knows them
-MODALITY_CLASSES = {"CT": "CT", "MR": "MR", "XR": "X-ray", "US": "ultrasound", "NM": "nuclear medicine"}
 
 
 @dataclass

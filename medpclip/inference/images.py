@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from monai.data import MetaTensor
 from monai.transforms import LoadImage
@@ -11,7 +12,7 @@ from monai.transforms import LoadImage
 from medpclip.data.intensity import ModalityIntensityd
 from medpclip.data.slicing import squeeze_singleton_depth
 
-__all__ = ["load_image", "slice_of"]
+__all__ = ["load_image", "load_mask", "slice_of"]
 
 
 def load_image(path: str | Path, modality: str | None = None, window: str | None = None) -> MetaTensor:
@@ -36,6 +37,23 @@ def load_image(path: str | Path, modality: str | None = None, window: str | None
     if not torch.isfinite(out).all():
         raise ValueError(f"{path} contains NaN or infinite intensities.")
     return out
+
+
+def load_mask(path: str | Path) -> np.ndarray:
+    """A mask file (any format :func:`load_image` reads) -> bool ``[*spatial]`` (voxels > 0.5)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"mask {path} does not exist.")
+    try:
+        mask = LoadImage(image_only=True, ensure_channel_first=True)(str(path))
+    except Exception as err:  # readers raise many types; the user needs one line
+        raise ValueError(f"cannot read {path} as a mask ({type(err).__name__}: {err}).") from err
+    if mask.shape[0] != 1:
+        raise ValueError(f"mask {path} has {mask.shape[0]} channels; need one.")
+    array = np.asarray(squeeze_singleton_depth(mask)[0], dtype=np.float32)
+    if not np.isfinite(array).all():
+        raise ValueError(f"mask {path} contains NaN or infinite values.")
+    return array > 0.5
 
 
 def slice_of(image: torch.Tensor, axis: int | None, index: int | None) -> torch.Tensor:

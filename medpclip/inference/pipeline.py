@@ -1,22 +1,115 @@
-"""File in, files out: segment the prompted structure of an image and rank labels for it (the bundle's
-``inference.json`` and the CLI build on this)."""
+"""Files in, files out: classify an image or a prompted region, segment a prompted structure (propagated through
+a volume), for the CLI and the bundle's ``inference.json``. Prompts are voxel indices as
+:mod:`medpclip.inference.volume` describes."""
 
 from __future__ import annotations
 
 import gzip
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 from monai.data import MetaTensor
+from PIL import Image
 
 from medpclip.atomic import atomic_write_bytes, atomic_write_json
-from medpclip.inference.images import load_image, slice_of
+from medpclip.inference.images import load_image, load_mask
 from medpclip.inference.predictor import SlicePredictor
+from medpclip.inference.volume import classify_region, propagate, resolve_prompt, segment
 from medpclip.networks.model import MedPCLIP
 
-__all__ = ["segment_and_classify"]
+__all__ = ["MASK_SUFFIXES", "classify_file", "segment_and_classify", "segment_file", "write_mask"]
+
+MASK_SUFFIXES = (".nii.gz", ".nii", ".png")
+
+
+def classify_file(
+    model: MedPCLIP,
+    image: str | Path,
+    labels: Sequence[str],
+    *,
+    points: Sequence[Sequence[float]] = (),
+    negatives: Sequence[Sequence[float]] = (),
+    box: Sequence[float] | None = None,
+    mask: str | Path | None = None,
+    axis: int = 2,
+    slice_index: int | None = None,
+    modality: str | None = None,
+) -> dict:
+    """``{"labels": [{"label", "probability"}, ...], "slice": int | None}``: ``labels`` ranked for the prompted
+    region, or for the whole image (the middle or ``slice_index`` slice of a volume) without a prompt."""
+    if not [label for label in labels if str(label).strip()]:
+        raise ValueError("labels are empty: give at least one label.")
+    volume = load_image(image, modality)
+    region = None if mask is None else load_mask(mask)
+    prompt = resolve_prompt(
+        volume.shape[1:],
+        points=points,
+        negatives=negatives,
+        box=box,
+        mask=region,
+        axis=axis,
+        slice_index=slice_index,
+    )
+    predictor = SlicePredictor(model, modality=modality)
+    only_mask = region is not None and not (prompt.points or prompt.negatives or prompt.box)
+    ranked = classify_region(predictor, volume, prompt, labels, axis, region if only_mask else None)
+    return {"labels": ranked, "slice": prompt.index}
+
+
+def segment_file(
+    model: MedPCLIP,
+    image: str | Path,
+    out: str | Path,
+    *,
+    points: Sequence[Sequence[float]] = (),
+    negatives: Sequence[Sequence[float]] = (),
+    box: Sequence[float] | None = None,
+    prior: str | Path | None = None,
+    axis: int = 2,
+    slice_index: int | None = None,
+    modality: str | None = None,
+    propagate_3d: bool = True,
+) -> dict:
+    """Segment the prompted structure and write it to ``out`` (NIfTI with the image's affine, or PNG for a 2D
+    image), atomically. In a volume the prompted slice's mask is propagated through the neighbouring slices
+    unless ``propagate_3d`` is False. Returns ``{"mask", "shape", "slice", "voxels", "slices"}``."""
+    out = Path(out)
+    if not str(out).endswith(MASK_SUFFIXES):
+        raise ValueError(f"--out {out} should end in one of {', '.join(MASK_SUFFIXES)}.")
+    volume = load_image(image, modality)
+    spatial = tuple(volume.shape[1:])
+    if out.suffix == ".png" and len(spatial) != 2:
+        raise ValueError("a PNG mask needs a 2D image; write a 3D mask as .nii.gz.")
+    prompt = resolve_prompt(
+        spatial,
+        points=points,
+        negatives=negatives,
+        box=box,
+        mask=None if prior is None else load_mask(prior),
+        axis=axis,
+        slice_index=slice_index,
+    )
+    predictor = SlicePredictor(model, modality=modality)
+    logits = segment(predictor, volume, prompt, axis)
+    if len(spatial) == 2:
+        mask = (logits > 0).numpy()
+    elif propagate_3d:
+        mask = propagate(predictor, volume, axis, prompt.index, logits)
+    else:
+        mask = np.zeros(spatial, bool)
+        np.moveaxis(mask, axis, 0)[prompt.index] = (logits > 0).numpy()
+    written = write_mask(mask, volume, out)
+    slices = int(np.moveaxis(mask, axis, 0).any(axis=(1, 2)).sum()) if len(spatial) == 3 else 1
+    return {
+        "mask": str(written),
+        "shape": list(spatial),
+        "slice": prompt.index,
+        "voxels": int(mask.sum()),
+        "slices": slices,
+    }
 
 
 def segment_and_classify(
@@ -31,65 +124,36 @@ def segment_and_classify(
     axis: int = 2,
     modality: str | None = None,
 ) -> dict:
-    """Segment and classify the prompted region of ``image`` and write ``<stem>_mask.nii.gz`` (the image's
-    geometry) and ``<stem>_labels.json`` into ``output_dir``. Returns the JSON summary.
-
-    Coordinates are voxel indices of the image as MONAI ``LoadImage`` returns it: ``(i, j)`` for a 2D image,
-    ``(i, j, k)`` for a volume, where the coordinate along ``axis`` picks the slice (every click and the box must
-    lie on one slice; the box is given as ``(i0, j0, i1, j1)`` of that slice). Without any click or box the whole
-    image (the middle slice of a volume) is classified and no structure is segmented.
-    """
-    volume = load_image(image, modality)
-    spatial = tuple(volume.shape[1:])
-    index, points, negatives = _slice_clicks(spatial, axis, points, negatives)
-    if box is not None and len(box) != 4:
-        raise ValueError(f"box should be 4 numbers i0,j0,i1,j1, got {len(box)}.")
-    predictor = SlicePredictor(model, modality=modality)
-    predictor.set_image(slice_of(volume, axis, index))
-    prompt = {"points": points, "negatives": negatives, "box": box}
-    summary: dict = {"image": str(image), "shape": list(spatial), "slice": None if len(spatial) == 2 else index}
-    encoding = predictor.encode(predictor.prompts(**prompt))  # once for both the ranking and the mask
-    summary["labels"] = predictor.rank(encoding, labels) if labels else []
-    mask = np.zeros(spatial, np.uint8)
-    if points or box is not None:
-        region = (predictor.decode(encoding) > 0).numpy().astype(np.uint8)
-        if len(spatial) == 2:
-            mask[:] = region
-        else:
-            np.moveaxis(mask, axis, 0)[index] = region
-    summary["mask_voxels"] = int(mask.sum())
+    """The bundle's inference: segment the prompted structure (propagated in a volume) and rank ``labels`` for
+    the prompted region; writes ``<stem>_mask.nii.gz`` (the image's geometry) and ``<stem>_labels.json`` into
+    ``output_dir`` and returns the JSON summary. Without a click or box only the ranking is made (of the whole
+    image) and the mask is empty."""
     out = Path(output_dir)
     stem = Path(str(image).rstrip("/")).name.split(".")[0]
-    summary["mask"] = str(_write_mask(mask, volume, out / f"{stem}_mask.nii.gz"))
+    prompts = {"points": points, "negatives": negatives, "box": box, "axis": axis, "modality": modality}
+    summary: dict = {"image": str(image)}
+    summary["labels"] = classify_file(model, image, labels, **prompts)["labels"] if labels else []
+    mask_path = out / f"{stem}_mask.nii.gz"
+    if points or box is not None:
+        summary.update(segment_file(model, image, mask_path, **prompts))
+    else:
+        volume = load_image(image, modality)
+        write_mask(np.zeros(volume.shape[1:], bool), volume, mask_path)
+        summary.update(mask=str(mask_path), shape=list(volume.shape[1:]), voxels=0)
     atomic_write_json(out / f"{stem}_labels.json", summary)
     return summary
 
 
-def _slice_clicks(
-    spatial: tuple[int, ...], axis: int, points: Sequence[Sequence[float]], negatives: Sequence[Sequence[float]]
-) -> tuple[int | None, list[list[float]], list[list[float]]]:
-    """The slice the clicks lie on (the middle one without clicks) and the clicks as 2D ``(i, j)`` of it."""
-    clicks = [list(map(float, c)) for c in (*points, *negatives)]
-    if any(len(c) != len(spatial) for c in clicks):
-        raise ValueError(f"clicks need {len(spatial)} coordinates for an image of shape {list(spatial)}.")
-    if len(spatial) == 2:
-        return None, clicks[: len(points)], clicks[len(points) :]
-    if axis not in (0, 1, 2):
-        raise ValueError(f"slice axis should be 0, 1 or 2, got {axis}.")
-    indices = {round(c[axis]) for c in clicks}
-    if len(indices) > 1:
-        raise ValueError(f"clicks lie on different slices along axis {axis}: {sorted(indices)}; give one slice.")
-    index = indices.pop() if indices else spatial[axis] // 2
-    if not 0 <= index < spatial[axis]:
-        raise ValueError(f"click slice {index} lies outside axis {axis} of {spatial[axis]} voxels.")
-    planar = [[v for d, v in enumerate(c) if d != axis] for c in clicks]
-    return index, planar[: len(points)], planar[len(points) :]
-
-
-def _write_mask(mask: np.ndarray, like: MetaTensor, path: Path) -> Path:
-    """Write ``mask`` as NIfTI with the (RAS) affine of ``like``, atomically (temporary file + rename)."""
+def write_mask(mask: np.ndarray, like: MetaTensor, path: Path) -> Path:
+    """Write a bool ``mask`` as uint8 NIfTI with the (RAS) affine of ``like`` or, for 2D, as a 0/255 PNG whose
+    pixel rows are the image's second index (as PIL reads PNGs back through MONAI), atomically."""
+    data = mask.astype(np.uint8)
+    if path.suffix == ".png":
+        buffer = io.BytesIO()
+        Image.fromarray(data.T * 255).save(buffer, format="PNG")
+        return atomic_write_bytes(path, buffer.getvalue())
     affine = np.asarray(like.affine, dtype=np.float64)
     if affine.shape == (3, 3):  # a 2D image's affine: embed it in 3D
         affine = np.block([[affine[:2, :2], np.zeros((2, 1)), affine[:2, 2:]], [np.eye(4)[2:3]], [np.eye(4)[3:]]])
-    image = nib.Nifti1Image(mask, affine)
-    return atomic_write_bytes(path, image.to_bytes() if path.suffix != ".gz" else gzip.compress(image.to_bytes()))
+    image = nib.Nifti1Image(data, affine)
+    return atomic_write_bytes(path, gzip.compress(image.to_bytes()) if path.suffix == ".gz" else image.to_bytes())

@@ -98,11 +98,16 @@ class SlicePredictor:
     @torch.inference_mode()
     def rank(self, encoding: ImageEncoding, labels: Sequence[str]) -> list[dict]:
         """Ranked ``labels`` for the first region of an :meth:`encode` result (see :meth:`classify`)."""
+        return self.rank_embedding(encoding.region_embeds[0, 0], labels)
+
+    @torch.inference_mode()
+    def rank_embedding(self, embedding: torch.Tensor, labels: Sequence[str]) -> list[dict]:
+        """Ranked ``labels`` for one region or image embedding ``[E]``."""
         labels = [str(label).strip() for label in labels]
         if not labels or not all(labels):
             raise ValueError("labels are empty: give at least one non-empty label.")
         text = torch.stack([self._label_embedding(label) for label in labels])
-        probs = self.model.similarity(encoding.region_embeds[0, 0], text).softmax(-1)
+        probs = self.model.similarity(embedding, text).softmax(-1)
         ranking = sorted(zip(labels, probs.tolist(), strict=True), key=lambda pair: -pair[1])
         return [{"label": label, "probability": round(p, 6)} for label, p in ranking]
 

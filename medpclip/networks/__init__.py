@@ -5,6 +5,7 @@ from medpclip.networks.guidance import GuidanceSegmentationNet, guidance_to_prom
 from medpclip.networks.model import ImageEncoding, MedPCLIP
 from medpclip.networks.prompt_encoder import PromptEmbeddings, PromptEncoder
 from medpclip.networks.prompts import RegionPrompts
+from medpclip.networks.vision_tower import MedPCLIPVisionTower, VisualTokens, visual_tokens
 from medpclip.networks.weights import ImportReport, import_vision_weights
 
 __all__ = [
@@ -14,12 +15,15 @@ __all__ = [
     "ImportReport",
     "MedPCLIP",
     "MedPCLIPConfig",
+    "MedPCLIPVisionTower",
     "PromptEmbeddings",
     "PromptEncoder",
     "RegionPrompts",
+    "VisualTokens",
     "build_model",
     "guidance_to_prompts",
     "import_vision_weights",
     "load_checkpoint",
     "save_checkpoint",
+    "visual_tokens",
 ]

@@ -125,9 +125,18 @@ def load_checkpoint(
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"checkpoint {path} does not exist.")
-    payload = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # truncated zip, pickled code refused by weights_only, not a torch file
+        raise ValueError(
+            f"cannot load checkpoint {path} ({type(err).__name__}): truncated or not a weights file."
+        ) from err
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a MedP-CLIP checkpoint (no '{CHECKPOINT_FORMAT}' format tag).")
     model = build_model(MedPCLIPConfig.from_dict(payload["config"]), model_class=model_class)
-    model.load_state_dict(payload["state_dict"])
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[1:2] or [""]
+        raise ValueError(f"checkpoint {path} does not fit its own model configuration: {first[0].strip()}") from err
     return model.to(map_location)

@@ -28,6 +28,7 @@ class ImageEncoding:
         patch_tokens: ``[B, N, D]`` prompt-free patch tokens after the final norm.
         region_tokens: ``[B, P, D]`` normed region tokens (mask decoder input).
         prompts: the encoded prompts.
+        global_token: ``[B, D]`` the normed class token (the global embedding before projection).
     """
 
     global_embeds: torch.Tensor
@@ -35,6 +36,7 @@ class ImageEncoding:
     patch_tokens: torch.Tensor
     region_tokens: torch.Tensor
     prompts: PromptEmbeddings
+    global_token: torch.Tensor | None = None
 
 
 class MedPCLIP(nn.Module):
@@ -118,6 +120,7 @@ class MedPCLIP(nn.Module):
             patch_tokens=tokens[:, 1:],
             region_tokens=region,
             prompts=encoded,
+            global_token=tokens[:, 0],
         )
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:

@@ -27,12 +27,19 @@ def default_text_model_dir() -> Path:
 def load_frozen_encoder(model_dir: str) -> tuple[nn.Module, object]:
     """Load (once per process) a local Hugging Face encoder and its tokenizer, frozen in eval mode."""
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     path = Path(model_dir)
     if not (path / "config.json").is_file():
         raise ValueError(f"text model directory {path} has no config.json: give a local Hugging Face encoder folder.")
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    encoder = AutoModel.from_pretrained(path, local_files_only=True).eval()
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a 100-step "Loading weights" bar on every start is noise for CLI users
+    try:
+        encoder = AutoModel.from_pretrained(path, local_files_only=True).eval()
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
     encoder.requires_grad_(False)
     return encoder, tokenizer
 
