@@ -13,7 +13,7 @@ from medpclip.networks.prompt_encoder import PromptEmbeddings, PromptEncoder
 from medpclip.networks.prompts import RegionPrompts
 from medpclip.networks.region_encoders import FusionRegions
 from medpclip.networks.text import TextTower
-from medpclip.networks.vit import VisionTransformer
+from medpclip.networks.vit import ImageStream, VisionTransformer
 
 __all__ = ["ImageEncoding", "MedPCLIP"]
 
@@ -95,24 +95,25 @@ class MedPCLIP(nn.Module):
             raise ValueError("image contains NaN or infinite values.")
         return images.to(self.visual_proj.weight)
 
-    def encode_prefix(self, images: torch.Tensor) -> torch.Tensor:
-        """Prompt-independent prefix, cacheable per image: ``[B, C, H, W]`` -> ``[B, 1 + N, D]``."""
-        return self.vision.forward_prefix(self.prepare_images(images))
+    def encode_prefix(self, images: torch.Tensor) -> ImageStream:
+        """The prompt-independent image pass, cacheable per image: ``[B, C, H, W]`` -> :class:`ImageStream` (every
+        block of the shared stream: prompts only add region tokens that read it, so a further click skips it)."""
+        return self.vision.forward_stream(self.prepare_images(images))
 
     def encode_image(
-        self, images: torch.Tensor, prompts: RegionPrompts | None = None, *, prefix: torch.Tensor | None = None
+        self, images: torch.Tensor, prompts: RegionPrompts | None = None, *, prefix: ImageStream | None = None
     ) -> ImageEncoding:
         """Encode images with optional region prompts (``None`` = one whole-image prompt per image).
 
         Args:
             images: ``[B, C, H, W]``, ``C`` 1 or the tower's channels.
             prompts: region prompts with ``P`` prompts per image.
-            prefix: a cached :meth:`encode_prefix` of the same images, to skip the prefix.
+            prefix: a cached :meth:`encode_prefix` of the same images, to skip the image pass.
         """
         images = self.prepare_images(images)
         encoded = self.prompt_encoder(prompts, images.shape[0])
         if prefix is None:
-            prefix = self.vision.forward_prefix(images)
+            prefix = self.vision.forward_stream(images)
         tokens, region = self.region_encoder(self.vision, images, prefix, encoded)
         return ImageEncoding(
             global_embeds=self.visual_proj(tokens[:, 0]),

@@ -1,6 +1,7 @@
 """How a region embedding is made: MedP-CLIP's feature-level fusion and the three baselines.
 
-Every strategy maps ``(vision, images, prefix, prompts)`` to the normed tokens of the prompt-free image pass
+Every strategy maps ``(vision, images, stream, prompts)`` (``stream``: the prompt-free image pass, see
+:class:`~medpclip.networks.vit.ImageStream`) to the normed tokens of the prompt-free image pass
 ``[B, 1 + N, D]`` and normed region tokens ``[B, P, D]``, so the rest of the model never knows which one runs:
 
 * ``medpclip``: region query tokens read the shared stream at ``fusion_layers`` (:mod:`medpclip.networks.fusion`);
@@ -18,7 +19,7 @@ from torchvision.ops import roi_align
 
 from medpclip.networks.fusion import RegionFusionLayer, region_step
 from medpclip.networks.prompt_encoder import PromptEmbeddings
-from medpclip.networks.vit import VisionTransformer
+from medpclip.networks.vit import ImageStream, VisionTransformer
 
 __all__ = ["REGION_MODES", "FusionRegions", "GlobalRegions", "CropRegions", "AlphaRegions", "build_region_encoder"]
 
@@ -42,12 +43,12 @@ class FusionRegions(nn.Module):
         self.sparse_gate = nn.Parameter(torch.zeros(width))
 
     def forward(
-        self, vision: VisionTransformer, images: torch.Tensor, prefix: torch.Tensor, prompts: PromptEmbeddings
+        self, vision: VisionTransformer, images: torch.Tensor, stream: ImageStream, prompts: PromptEmbeddings
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        tokens, kvs = vision.forward_suffix(prefix)
+        tokens, kvs = stream.tokens, stream.kvs
         p = prompts.num_prompts
         # the region token starts as the [CLS] state entering the first fusion layer (zero gates: region == global)
-        region = prefix[:, :1].expand(-1, p, -1) + self.sparse_gate * self.sparse_proj(prompts.sparse_pooled)
+        region = stream.prefix[:, :1].expand(-1, p, -1) + self.sparse_gate * self.sparse_proj(prompts.sparse_pooled)
         for offset, kv in enumerate(kvs):
             index = self.first + offset
             fusion = self.fusion[str(index)] if index in self.fusion_layers else None
@@ -59,9 +60,9 @@ class GlobalRegions(nn.Module):
     """Plain CLIP: the region token is the global [CLS] token."""
 
     def forward(
-        self, vision: VisionTransformer, images: torch.Tensor, prefix: torch.Tensor, prompts: PromptEmbeddings
+        self, vision: VisionTransformer, images: torch.Tensor, stream: ImageStream, prompts: PromptEmbeddings
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        tokens, _ = vision.forward_suffix(prefix)
+        tokens = stream.tokens
         return tokens, tokens[:, :1].expand(-1, prompts.num_prompts, -1)
 
 
@@ -73,9 +74,9 @@ class CropRegions(nn.Module):
         self.margin = margin
 
     def forward(
-        self, vision: VisionTransformer, images: torch.Tensor, prefix: torch.Tensor, prompts: PromptEmbeddings
+        self, vision: VisionTransformer, images: torch.Tensor, stream: ImageStream, prompts: PromptEmbeddings
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        tokens, _ = vision.forward_suffix(prefix)
+        tokens = stream.tokens
         b, p = prompts.region_map.shape[:2]
         size = images.shape[-1]
         boxes = _bounding_boxes(prompts.region_map.flatten(0, 1) > 0.5, self.margin)  # [B*P, 4] x0, y0, x1, y1
@@ -95,9 +96,9 @@ class AlphaRegions(nn.Module):
         nn.init.zeros_(self.alpha_conv.bias)
 
     def forward(
-        self, vision: VisionTransformer, images: torch.Tensor, prefix: torch.Tensor, prompts: PromptEmbeddings
+        self, vision: VisionTransformer, images: torch.Tensor, stream: ImageStream, prompts: PromptEmbeddings
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        tokens, _ = vision.forward_suffix(prefix)
+        tokens = stream.tokens
         b, p = prompts.region_map.shape[:2]
         alpha = self.alpha_conv(prompts.region_map.flatten(0, 1).unsqueeze(1) * 2 - 1)  # [B*P, D, g, g]
         region = vision(images.repeat_interleave(p, dim=0), extra=alpha)[:, 0]

@@ -107,6 +107,21 @@ class Block(nn.Module):
         return x, kv
 
 
+@dataclass
+class ImageStream:
+    """The prompt-free pass of ``B`` images, cacheable per image: region tokens read it but never change it.
+
+    Attributes:
+        prefix: ``[B, 1 + N, D]`` tokens entering the first suffix block (the first fusion layer).
+        tokens: ``[B, 1 + N, D]`` normed output tokens ([CLS] first).
+        kvs: per suffix block, its (keys, values), each ``[B, h, 1 + N, d]``.
+    """
+
+    prefix: torch.Tensor
+    tokens: torch.Tensor
+    kvs: list[tuple[torch.Tensor, torch.Tensor]]
+
+
 class VisionTransformer(nn.Module):
     """ViT with a [CLS] token; ``forward`` returns all tokens after the final LayerNorm.
 
@@ -169,6 +184,12 @@ class VisionTransformer(nn.Module):
             x, kv = block(x)
             kvs.append(kv)
         return self.norm(x), kvs
+
+    def forward_stream(self, images: torch.Tensor, extra: torch.Tensor | None = None) -> ImageStream:
+        """The whole prompt-free pass, kept for region tokens to read: [B, C, *spatial] -> :class:`ImageStream`."""
+        prefix = self.forward_prefix(images, extra)
+        tokens, kvs = self.forward_suffix(prefix)
+        return ImageStream(prefix, tokens, kvs)
 
     def forward(self, images: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
         """[B, C, *spatial] -> normed tokens [B, 1 + N, D] ([CLS] first)."""
