@@ -112,3 +112,20 @@ def test_pipeline_reports_unreadable_and_missing_files(tmp_path, tiny_model):
         segment_and_classify(tiny_model, tmp_path / "bad.nii.gz", tmp_path / "out")
     with pytest.raises(FileNotFoundError):
         segment_and_classify(tiny_model, tmp_path / "missing.nii.gz", tmp_path / "out")
+
+
+def test_retrieve_ranks_every_region_in_one_pass(tiny_model):
+    predictor = SlicePredictor(tiny_model)
+    predictor.set_image(torch.rand(1, 60, 80))
+    boxes = [(0, 0, 20, 20), (30, 40, 59, 79), (10, 10, 50, 70)]
+    ranked = predictor.retrieve("liver", boxes=boxes)
+    assert sorted(r["index"] for r in ranked) == [0, 1, 2]
+    probs = [r["probability"] for r in ranked]
+    assert probs == sorted(probs, reverse=True) and abs(sum(probs) - 1) < 1e-4
+    masks = [torch.zeros(60, 80), torch.zeros(60, 80)]
+    masks[0][:30], masks[1][30:] = 1, 1
+    assert len(predictor.retrieve("spleen", masks=masks)) == 2
+    with pytest.raises(ValueError, match="either boxes or masks"):
+        predictor.retrieve("liver")
+    with pytest.raises(ValueError, match="reversed"):
+        predictor.retrieve("liver", boxes=[(20, 20, 10, 10)])

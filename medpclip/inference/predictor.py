@@ -111,6 +111,29 @@ class SlicePredictor:
         ranking = sorted(zip(labels, probs.tolist(), strict=True), key=lambda pair: -pair[1])
         return [{"label": label, "probability": round(p, 6)} for label, p in ranking]
 
+    @torch.inference_mode()
+    def retrieve(
+        self, text: str, *, boxes: Sequence[Sequence[float]] = (), masks: Sequence[torch.Tensor] = ()
+    ) -> list[dict]:
+        """Which of many regions of the slice best matches ``text``: every box ``(i0, j0, i1, j1)`` or mask ``[H, W]``
+        is one prompt, all encoded in one batched pass; returns ``[{"index", "probability"}, ...]`` best first
+        (softmax over the regions)."""
+        fit = self._require_image()
+        if bool(boxes) == bool(masks):
+            raise ValueError("give either boxes or masks (one region each), not both and not neither.")
+        if boxes:
+            given = RegionPrompts(boxes=torch.tensor([list(map(list, boxes))], dtype=torch.float32))
+            given.validate(1, (fit.height, fit.width))
+            prompts = RegionPrompts(boxes=fit.points(given.boxes.view(1, -1, 2, 2)).view(1, -1, 4))
+        else:
+            given = RegionPrompts(masks=torch.stack([torch.as_tensor(m, dtype=torch.float32) for m in masks])[None])
+            given.validate(1, (fit.height, fit.width))
+            prompts = RegionPrompts(masks=fit.image(given.masks[0], mode="nearest")[None])
+        regions = self.encode(prompts).region_embeds[0]  # [P, E]
+        probs = self.model.similarity(regions, self._label_embedding(str(text).strip())[None])[:, 0].softmax(0)
+        order = probs.argsort(descending=True).tolist()
+        return [{"index": i, "probability": round(float(probs[i]), 6)} for i in order]
+
     def _label_embedding(self, label: str) -> torch.Tensor:
         if label not in self._text:
             entry = self.knowledge.lookup(label)
