@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 import warnings
 from typing import NoReturn
@@ -27,6 +28,8 @@ def _numbers(count: tuple[int, ...]) -> callable:
             values = [float(v) for v in text.split(",")]
         except ValueError:
             values = []
+        if not all(math.isfinite(v) for v in values):
+            raise argparse.ArgumentTypeError(f"{text!r} has a coordinate that is not a finite number")
         if len(values) not in count:
             raise argparse.ArgumentTypeError(
                 f"{text!r} should be {' or '.join(map(str, count))} comma-separated numbers"
@@ -124,7 +127,7 @@ def _run(args: argparse.Namespace) -> dict | str:
     if args.command == "classify":
         from medpclip.inference import classify_file
 
-        labels = [label.strip() for label in args.labels.split(",") if label.strip()]
+        labels = list(dict.fromkeys(label.strip() for label in args.labels.split(",") if label.strip()))
         result = classify_file(_model(args.checkpoint), args.image, labels, mask=args.mask, **_prompts(args))
         if args.json:
             return result
@@ -174,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     # MONAI's DICOM reader warns on every start that the optional GPU decoder is absent: not the user's concern
     logging.getLogger("monai.data").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader")
+    warnings.filterwarnings("ignore", message="Divide by zero")  # MONAI scaling a constant image: still valid
     try:
         result = _run(args)
     except (ValueError, FileNotFoundError) as err:

@@ -64,6 +64,8 @@ def resolve_prompt(
     clicks = [[float(v) for v in c] for c in (*points, *negatives)]
     if any(len(c) != len(spatial) for c in clicks):
         raise ValueError(f"clicks need {len(spatial)} coordinates for an image of shape {list(spatial)}.")
+    if not all(np.isfinite(v) for c in clicks for v in c):
+        raise ValueError("click coordinates must be finite numbers.")
     if box is not None and len(box) != 4:
         raise ValueError(f"box should be 4 numbers i0,j0,i1,j1, got {len(box)}.")
     if mask is not None:
@@ -74,6 +76,8 @@ def resolve_prompt(
             raise ValueError("mask is empty: it marks no voxel.")
     box = None if box is None else [float(v) for v in box]
     if len(spatial) == 2:
+        if slice_index is not None:
+            raise ValueError("a slice index was given for a 2D image.")
         return SlicePrompt(None, clicks[: len(points)], clicks[len(points) :], box, mask)
     if axis not in (0, 1, 2):
         raise ValueError(f"slice axis should be 0, 1 or 2, got {axis}.")
@@ -94,6 +98,8 @@ def resolve_prompt(
         raise ValueError(f"slice {index} lies outside axis {axis} of {spatial[axis]} voxels.")
     planar = [[v for d, v in enumerate(c) if d != axis] for c in clicks]
     plane = None if mask is None else np.take(mask, index, axis=axis)
+    if plane is not None and not plane.any():
+        raise ValueError(f"the mask marks no voxel on slice {index} of axis {axis}, the slice the prompt picks.")
     return SlicePrompt(index, planar[: len(points)], planar[len(points) :], box, plane)
 
 
