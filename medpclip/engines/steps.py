@@ -17,6 +17,7 @@ from medpclip.knowledge import KnowledgeBase, default_knowledge_base
 from medpclip.losses import class_loss, contrastive_loss, mask_loss
 from medpclip.networks.model import ImageEncoding, MedPCLIP
 from medpclip.networks.prompts import RegionPrompts
+from medpclip.networks.vit import ImageStream
 
 __all__ = ["RegionTrainStep", "TrainingObjective"]
 
@@ -141,7 +142,7 @@ class RegionTrainStep:
         return class_loss(global_embeds[keep], model.encode_text(texts), targets, model.logit_scale)
 
     def _interactive_mask(
-        self, model: MedPCLIP, batch: RegionBatch, prompts: RegionPrompts, prefix: torch.Tensor, enc: ImageEncoding
+        self, model: MedPCLIP, batch: RegionBatch, prompts: RegionPrompts, prefix: ImageStream, enc: ImageEncoding
     ) -> torch.Tensor:
         rounds = int(self.rng.integers(1, self.click_rounds + 1))
         logits = model.decode_masks(enc)

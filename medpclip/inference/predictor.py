@@ -1,5 +1,5 @@
-"""Interactive prediction on one 2D slice: the prompt-independent prefix is computed once per slice, so every
-further click only runs the prompt-dependent layers and the mask decoder."""
+"""Interactive prediction on one 2D slice: the prompt-free image pass is computed once per slice, so every
+further click only runs the prompt encoder, the region tokens and the mask decoder."""
 
 from __future__ import annotations
 
