@@ -163,7 +163,6 @@ def resampled_atlas(source: str) -> np.ndarray:
     return np.asarray(resampled.dataobj).round().astype(np.int16)
 
 
-@lru_cache(maxsize=1)
 # ---------------------------------------------------------------------------------------------------- DICOM
 
 

@@ -3,6 +3,7 @@ challenge data, Bilic et al. 2023, non-commercial licence: tests and demo only).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from pathlib import Path
 
@@ -25,8 +26,10 @@ def package_folder(module: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
+@functools.lru_cache(maxsize=1)
 def lits_arrays() -> tuple[np.ndarray, np.ndarray]:
-    """LiTS case 117 as (CT in HU float32, labels uint8), both ``[128, 128, 128]`` and reoriented to RAS.
+    """LiTS case 117 as (CT in HU float32, labels uint8), both ``[128, 128, 128]`` and reoriented to RAS (read
+    once per process; do not modify the arrays).
 
     The MRC arrays run (patient left, posterior, superior) along axes (0, 1, 2): axial slices lie along the last
     axis, the liver is at low axis-0 indices. Flipping axes 0 and 1 gives RAS with the axial axis last.
