@@ -8,11 +8,13 @@ training steps, with ``torch.set_num_threads(threads)``.
 
 from __future__ import annotations
 
+import os
 import platform
 import resource
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -77,7 +79,7 @@ def run_bench(preset: str = "base", *, threads: int = 2, repeats: int = 5, refer
             sam_vitb_vs_first_click=(ms["sam_vitb_encoder"] + ms["sam_vitb_decoder"]) / ms["first_click"],
         )
     return {
-        "machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__},
+        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__},
         "settings": {"preset": preset, "threads": threads, "repeats": repeats, "slice": [SLICE_SIDE, SLICE_SIDE]},
         "ms": {k: round(v, 2) for k, v in ms.items()},
         "throughput": {
@@ -92,6 +94,16 @@ def run_bench(preset: str = "base", *, threads: int = 2, repeats: int = 5, refer
         },
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
+
+
+def _cpu_name() -> str:
+    """The CPU model from ``/proc/cpuinfo`` where there is one (Linux), else what ``platform`` knows."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        lines = []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.processor() or platform.machine()
 
 
 def _our_steps(model: torch.nn.Module, preset: str) -> list[tuple[str, Callable[[], object], int]]:
