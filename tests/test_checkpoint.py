@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -36,6 +38,21 @@ def test_bad_checkpoints_are_clear_errors(tmp_path):
     torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a MedP-CLIP checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
+
+
+def test_truncated_pickled_and_mismatched_checkpoints_are_refused(tmp_path, tiny_model):
+    good = save_checkpoint(tiny_model, tmp_path / "model.pt").read_bytes()
+    (tmp_path / "truncated.pt").write_bytes(good[: len(good) // 2])
+    with pytest.raises(ValueError, match="truncated or not a weights file"):
+        load_checkpoint(tmp_path / "truncated.pt")
+    torch.save({"format": "x", "code": SimpleNamespace(run=print)}, tmp_path / "pickled.pt")  # needs unpickling code
+    with pytest.raises(ValueError, match="cannot load checkpoint"):
+        load_checkpoint(tmp_path / "pickled.pt")
+    payload = torch.load(tmp_path / "model.pt", weights_only=True)
+    payload["state_dict"] = {k: v[..., :1] if v.ndim else v for k, v in payload["state_dict"].items()}
+    torch.save(payload, tmp_path / "mismatched.pt")
+    with pytest.raises(ValueError, match="does not fit its own model configuration"):
+        load_checkpoint(tmp_path / "mismatched.pt")
 
 
 @pytest.mark.parametrize(
