@@ -17,7 +17,7 @@ from scipy.ndimage import distance_transform_edt
 
 from medpclip import bundle_dir
 from medpclip.atomic import atomic_write_bytes, atomic_write_json
-from medpclip.inference import classify_file, load_image, segment_file, slice_of
+from medpclip.inference import SlicePredictor, classify_file, classify_volume, load_image, segment_volume, slice_of
 from medpclip.networks import build_model, load_checkpoint
 
 __all__ = ["run_demo"]
@@ -67,12 +67,10 @@ def _ct_liver_case(model: torch.nn.Module, out: Path) -> dict:
     i, j = _deepest(liver[..., k])
     click = [i, j, k]
     mask_path = out / "ct_liver_mask.nii.gz"
-    seg = segment_file(model, image, mask_path, points=[click], modality="CT")
-    labels = classify_file(model, image, CT_LABELS, points=[click], modality="CT")["labels"]
+    volume, seg, labels = _click_case(model, image, mask_path, click, CT_LABELS, "CT")
     whole = classify_file(model, image, MODALITIES, slice_index=k)["labels"]
     mask = np.asarray(nib.load(mask_path).dataobj) > 0
     dice = 2 * float((mask & liver).sum()) / float(mask.sum() + liver.sum())
-    volume = load_image(image, "CT")
     png = _overlay(slice_of(volume, 2, k)[0].numpy(), mask[..., k], (i, j), labels, whole, "LiTS 117 CT, axial")
     atomic_write_bytes(out / "ct_liver_overlay.png", png)
     return {
@@ -96,10 +94,9 @@ def _brain_mr_case(model: torch.nn.Module, out: Path) -> dict:
     """The bundle's MNI152 T1 axial slice with a click in the left precentral gyrus."""
     image = Path(bundle_dir()) / "docs" / "samples" / "brain_mr_axial.nii.gz"
     mask_path = out / "brain_mr_mask.nii.gz"
-    seg = segment_file(model, image, mask_path, points=[BRAIN_CLICK], modality="MR")
-    labels = classify_file(model, image, BRAIN_LABELS, points=[BRAIN_CLICK], modality="MR")["labels"]
+    volume, seg, labels = _click_case(model, image, mask_path, list(BRAIN_CLICK), BRAIN_LABELS, "MR")
     whole = classify_file(model, image, MODALITIES)["labels"]
-    plane = load_image(image, "MR")[0].numpy()
+    plane = volume[0].numpy()
     mask = np.asarray(nib.load(mask_path).dataobj).reshape(plane.shape) > 0
     png = _overlay(plane, mask, BRAIN_CLICK, labels, whole, "MNI152 T1, axial")
     atomic_write_bytes(out / "brain_mr_overlay.png", png)
@@ -118,6 +115,18 @@ def _brain_mr_case(model: torch.nn.Module, out: Path) -> dict:
             f"medpclip classify {image} --point {i},{j} --modality MR --labels '{','.join(BRAIN_LABELS)}'",
         ],
     }
+
+
+def _click_case(
+    model: torch.nn.Module, image: Path, mask_path: Path, click: list[int], labels: list[str], modality: str
+) -> tuple[torch.Tensor, dict, list[dict]]:
+    """Read ``image`` once; segment the clicked structure into ``mask_path`` and rank ``labels`` for it, with one
+    predictor. Returns the loaded image, the mask summary and the ranking."""
+    volume = load_image(image, modality)
+    predictor = SlicePredictor(model, modality=modality)
+    seg = segment_volume(predictor, volume, mask_path, points=[click])
+    ranking = classify_volume(predictor, volume, labels, points=[click])["labels"]
+    return volume, seg, ranking
 
 
 def _deepest(mask: np.ndarray) -> tuple[int, int]:

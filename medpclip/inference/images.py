@@ -21,12 +21,7 @@ def load_image(path: str | Path, modality: str | None = None, window: str | None
     ``modality`` (e.g. ``"CT"``, ``"MR"``) overrides the DICOM tag; CT uses ``window`` (default abdomen).
     """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"image {path} does not exist.")
-    try:
-        image = LoadImage(image_only=True, ensure_channel_first=True)(str(path))
-    except Exception as err:  # readers raise many types; the user needs one line
-        raise ValueError(f"cannot read {path} as an image ({type(err).__name__}: {err}).") from err
+    image = _read(path, "image")
     if image.shape[0] > 1:  # RGB(A) photographs and screenshots: luminance
         image = image[:3].float().mean(0, keepdim=True)
     image = squeeze_singleton_depth(image)
@@ -42,18 +37,25 @@ def load_image(path: str | Path, modality: str | None = None, window: str | None
 def load_mask(path: str | Path) -> np.ndarray:
     """A mask file (any format :func:`load_image` reads) -> bool ``[*spatial]`` (voxels > 0.5)."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"mask {path} does not exist.")
-    try:
-        mask = LoadImage(image_only=True, ensure_channel_first=True)(str(path))
-    except Exception as err:  # readers raise many types; the user needs one line
-        raise ValueError(f"cannot read {path} as a mask ({type(err).__name__}: {err}).") from err
+    mask = _read(path, "mask")
     if mask.shape[0] != 1:
         raise ValueError(f"mask {path} has {mask.shape[0]} channels; need one.")
     array = np.asarray(squeeze_singleton_depth(mask)[0], dtype=np.float32)
     if not np.isfinite(array).all():
         raise ValueError(f"mask {path} contains NaN or infinite values.")
     return array > 0.5
+
+
+def _read(path: Path, what: str) -> MetaTensor:
+    """``LoadImage`` channel first, with a missing file and any reader failure reported in one line."""
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {path} does not exist.")
+    try:
+        return LoadImage(image_only=True, ensure_channel_first=True)(str(path))
+    except Exception as err:  # readers raise many types; the user needs one line
+        raise ValueError(
+            f"cannot read {path} as {'an' if what == 'image' else 'a'} {what} ({type(err).__name__}: {err})."
+        ) from err
 
 
 def slice_of(image: torch.Tensor, axis: int | None, index: int | None) -> torch.Tensor:

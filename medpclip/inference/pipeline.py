@@ -20,7 +20,15 @@ from medpclip.inference.predictor import SlicePredictor
 from medpclip.inference.volume import classify_region, propagate, resolve_prompt, segment
 from medpclip.networks.model import MedPCLIP
 
-__all__ = ["MASK_SUFFIXES", "classify_file", "segment_and_classify", "segment_file", "write_mask"]
+__all__ = [
+    "MASK_SUFFIXES",
+    "classify_file",
+    "classify_volume",
+    "segment_and_classify",
+    "segment_file",
+    "segment_volume",
+    "write_mask",
+]
 
 MASK_SUFFIXES = (".nii.gz", ".nii", ".png")
 
@@ -30,20 +38,33 @@ def classify_file(
     image: str | Path,
     labels: Sequence[str],
     *,
+    mask: str | Path | None = None,
+    modality: str | None = None,
+    **prompt: object,
+) -> dict:
+    """``{"labels": [{"label", "probability"}, ...], "slice": int | None}``: ``labels`` ranked for the prompted
+    region, or for the whole image (the middle or ``slice_index`` slice of a volume) without a prompt. ``prompt``:
+    ``points``, ``negatives``, ``box``, ``axis``, ``slice_index`` as :func:`classify_volume` takes them."""
+    _check_labels(labels)
+    volume = load_image(image, modality)
+    region = None if mask is None else load_mask(mask)
+    return classify_volume(SlicePredictor(model, modality=modality), volume, labels, region=region, **prompt)
+
+
+def classify_volume(
+    predictor: SlicePredictor,
+    volume: MetaTensor,
+    labels: Sequence[str],
+    *,
     points: Sequence[Sequence[float]] = (),
     negatives: Sequence[Sequence[float]] = (),
     box: Sequence[float] | None = None,
-    mask: str | Path | None = None,
+    region: np.ndarray | None = None,
     axis: int = 2,
     slice_index: int | None = None,
-    modality: str | None = None,
 ) -> dict:
-    """``{"labels": [{"label", "probability"}, ...], "slice": int | None}``: ``labels`` ranked for the prompted
-    region, or for the whole image (the middle or ``slice_index`` slice of a volume) without a prompt."""
-    if not [label for label in labels if str(label).strip()]:
-        raise ValueError("labels are empty: give at least one label.")
-    volume = load_image(image, modality)
-    region = None if mask is None else load_mask(mask)
+    """:func:`classify_file` on a loaded ``[1, *spatial]`` image; ``region`` is a bool mask of its shape."""
+    _check_labels(labels)
     prompt = resolve_prompt(
         volume.shape[1:],
         points=points,
@@ -53,7 +74,6 @@ def classify_file(
         axis=axis,
         slice_index=slice_index,
     )
-    predictor = SlicePredictor(model, modality=modality)
     only_mask = region is not None and not (prompt.points or prompt.negatives or prompt.box)
     ranked = classify_region(predictor, volume, prompt, labels, axis, region if only_mask else None)
     return {"labels": ranked, "slice": prompt.index}
@@ -64,22 +84,36 @@ def segment_file(
     image: str | Path,
     out: str | Path,
     *,
-    points: Sequence[Sequence[float]] = (),
-    negatives: Sequence[Sequence[float]] = (),
-    box: Sequence[float] | None = None,
     prior: str | Path | None = None,
-    axis: int = 2,
-    slice_index: int | None = None,
     modality: str | None = None,
-    propagate_3d: bool = True,
+    **prompt: object,
 ) -> dict:
     """Segment the prompted structure and write it to ``out`` (NIfTI with the image's affine, or PNG for a 2D
     image), atomically. In a volume the prompted slice's mask is propagated through the neighbouring slices
-    unless ``propagate_3d`` is False. Returns ``{"mask", "shape", "slice", "voxels", "slices"}``."""
-    out = Path(out)
-    if not str(out).endswith(MASK_SUFFIXES):
-        raise ValueError(f"--out {out} should end in one of {', '.join(MASK_SUFFIXES)}.")
+    unless ``propagate_3d`` is False. ``prompt``: ``points``, ``negatives``, ``box``, ``axis``, ``slice_index``,
+    ``propagate_3d`` as :func:`segment_volume` takes them. Returns ``{"mask", "shape", "slice", "voxels",
+    "slices"}``."""
+    out = _check_mask_path(out)
     volume = load_image(image, modality)
+    prior_mask = None if prior is None else load_mask(prior)
+    return segment_volume(SlicePredictor(model, modality=modality), volume, out, prior=prior_mask, **prompt)
+
+
+def segment_volume(
+    predictor: SlicePredictor,
+    volume: MetaTensor,
+    out: str | Path,
+    *,
+    points: Sequence[Sequence[float]] = (),
+    negatives: Sequence[Sequence[float]] = (),
+    box: Sequence[float] | None = None,
+    prior: np.ndarray | None = None,
+    axis: int = 2,
+    slice_index: int | None = None,
+    propagate_3d: bool = True,
+) -> dict:
+    """:func:`segment_file` on a loaded ``[1, *spatial]`` image; ``prior`` is a bool mask of its shape."""
+    out = _check_mask_path(out)
     spatial = tuple(volume.shape[1:])
     if out.suffix == ".png" and len(spatial) != 2:
         raise ValueError("a PNG mask needs a 2D image; write a 3D mask as .nii.gz.")
@@ -88,11 +122,10 @@ def segment_file(
         points=points,
         negatives=negatives,
         box=box,
-        mask=None if prior is None else load_mask(prior),
+        mask=prior,
         axis=axis,
         slice_index=slice_index,
     )
-    predictor = SlicePredictor(model, modality=modality)
     logits = segment(predictor, volume, prompt, axis)
     if len(spatial) == 2:
         mask = (logits > 0).numpy()
@@ -127,21 +160,34 @@ def segment_and_classify(
     """The bundle's inference: segment the prompted structure (propagated in a volume) and rank ``labels`` for
     the prompted region; writes ``<stem>_mask.nii.gz`` (the image's geometry) and ``<stem>_labels.json`` into
     ``output_dir`` and returns the JSON summary. Without a click or box only the ranking is made (of the whole
-    image) and the mask is empty."""
+    image) and the mask is empty. The image is read once and one predictor serves both."""
     out = Path(output_dir)
     stem = Path(str(image).rstrip("/")).name.split(".")[0]
-    prompts = {"points": points, "negatives": negatives, "box": box, "axis": axis, "modality": modality}
+    volume = load_image(image, modality)
+    predictor = SlicePredictor(model, modality=modality)
+    prompts = {"points": points, "negatives": negatives, "box": box, "axis": axis}
     summary: dict = {"image": str(image)}
-    summary["labels"] = classify_file(model, image, labels, **prompts)["labels"] if labels else []
+    summary["labels"] = classify_volume(predictor, volume, labels, **prompts)["labels"] if labels else []
     mask_path = out / f"{stem}_mask.nii.gz"
     if points or box is not None:
-        summary.update(segment_file(model, image, mask_path, **prompts))
+        summary.update(segment_volume(predictor, volume, mask_path, **prompts))
     else:
-        volume = load_image(image, modality)
         write_mask(np.zeros(volume.shape[1:], bool), volume, mask_path)
         summary.update(mask=str(mask_path), shape=list(volume.shape[1:]), voxels=0)
     atomic_write_json(out / f"{stem}_labels.json", summary)
     return summary
+
+
+def _check_labels(labels: Sequence[str]) -> None:
+    if not [label for label in labels if str(label).strip()]:
+        raise ValueError("labels are empty: give at least one label.")
+
+
+def _check_mask_path(out: str | Path) -> Path:
+    out = Path(out)
+    if not str(out).endswith(MASK_SUFFIXES):
+        raise ValueError(f"--out {out} should end in one of {', '.join(MASK_SUFFIXES)}.")
+    return out
 
 
 def write_mask(mask: np.ndarray, like: MetaTensor, path: Path) -> Path:
