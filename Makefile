@@ -23,8 +23,8 @@ demo: $(STAMP)
 	$(VENV)/bin/medpclip demo --out demo_output
 
 lint: $(STAMP)
-	$(PY) -m ruff check medpclip tests scripts
-	$(PY) -m ruff format --check medpclip tests scripts
+	$(PY) -m ruff check medpclip tests scripts monailabel_app
+	$(PY) -m ruff format --check medpclip tests scripts monailabel_app
 
 test: lint
 	$(PY) -m pytest -m "not slow and not e2e" -q

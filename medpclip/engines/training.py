@@ -33,7 +33,7 @@ from medpclip.data.intensity import MODALITY_CLASSES, modality_family
 from medpclip.engines.steps import RegionTrainStep, TrainingObjective
 from medpclip.engines.validation import Validator
 from medpclip.knowledge import default_knowledge_base
-from medpclip.networks import build_model, import_vision_weights, save_checkpoint
+from medpclip.networks import build_model, import_vision_weights, load_checkpoint, save_checkpoint
 from medpclip.optim import parameter_groups
 
 __all__ = ["TrainConfig", "train", "latest_checkpoint"]
@@ -66,6 +66,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"  # "cuda" picks cuda:<LOCAL_RANK> under torchrun
     pretrained: str | None = None  # local open_clip / timm ViT weights (e.g. BiomedCLIP) for the vision tower
+    init_checkpoint: str | None = None  # fine-tune: start from this MedP-CLIP checkpoint (its own architecture)
 
     @classmethod
     def from_json(cls, path: str | Path, **overrides: object) -> TrainConfig:
@@ -113,7 +114,10 @@ def _train(config: TrainConfig, rank: int, world: int) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / "config.json", asdict(config))
     knowledge = default_knowledge_base()
-    model = build_model(config.model, region_mode=config.region_mode)
+    if config.init_checkpoint:
+        model = load_checkpoint(config.init_checkpoint)
+    else:
+        model = build_model(config.model, region_mode=config.region_mode)
     if config.pretrained:
         report = import_vision_weights(model, config.pretrained)
         if lead:

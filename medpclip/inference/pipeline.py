@@ -111,8 +111,10 @@ def segment_volume(
     axis: int = 2,
     slice_index: int | None = None,
     propagate_3d: bool = True,
+    value: int = 1,
 ) -> dict:
-    """:func:`segment_file` on a loaded ``[1, *spatial]`` image; ``prior`` is a bool mask of its shape."""
+    """:func:`segment_file` on a loaded ``[1, *spatial]`` image; ``prior`` is a bool mask of its shape. The mask
+    is written with voxels ``value`` (a label index, as MONAI Label clients expect) on 0."""
     out = _check_mask_path(out)
     spatial = tuple(volume.shape[1:])
     if out.suffix == ".png" and len(spatial) != 2:
@@ -134,7 +136,7 @@ def segment_volume(
     else:
         mask = np.zeros(spatial, bool)
         np.moveaxis(mask, axis, 0)[prompt.index] = (logits > 0).numpy()
-    written = write_mask(mask, volume, out)
+    written = write_mask(mask.astype(np.uint8) * np.uint8(value), volume, out)
     slices = int(np.moveaxis(mask, axis, 0).any(axis=(1, 2)).sum()) if len(spatial) == 3 else 1
     return {
         "mask": str(written),
@@ -191,12 +193,12 @@ def _check_mask_path(out: str | Path) -> Path:
 
 
 def write_mask(mask: np.ndarray, like: MetaTensor, path: Path) -> Path:
-    """Write a bool ``mask`` as uint8 NIfTI with the (RAS) affine of ``like`` or, for 2D, as a 0/255 PNG whose
-    pixel rows are the image's second index (as PIL reads PNGs back through MONAI), atomically."""
+    """Write a bool (or uint8 label) ``mask`` as uint8 NIfTI with the (RAS) affine of ``like`` or, for 2D, as a
+    0/255 PNG whose pixel rows are the image's second index (as PIL reads PNGs back through MONAI), atomically."""
     data = mask.astype(np.uint8)
     if path.suffix == ".png":
         buffer = io.BytesIO()
-        Image.fromarray(data.T * 255).save(buffer, format="PNG")
+        Image.fromarray((data.T > 0).astype(np.uint8) * 255).save(buffer, format="PNG")
         return atomic_write_bytes(path, buffer.getvalue())
     affine = np.asarray(like.affine, dtype=np.float64)
     if affine.shape == (3, 3):  # a 2D image's affine: embed it in 3D

@@ -1,0 +1,3 @@
+from lib.configs.medpclip import MedPCLIPConfig
+
+__all__ = ["MedPCLIPConfig"]

@@ -1,0 +1,3 @@
+from lib.trainers.finetune import FineTune
+
+__all__ = ["FineTune"]
