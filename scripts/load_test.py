@@ -4,6 +4,7 @@ failures, status codes, p50/p95 latency, throughput, ``/info/`` latency under lo
 and after and its peak (``--pid``).
 
     python scripts/load_test.py --server http://127.0.0.1:8000 --image lits_117_ct --requests 200 --clients 8
+    python scripts/load_test.py --start --requests 200 --clients 8   # its own server on the LiTS volume
 
 Requests alternate between a single-slice click segmentation (a different click each time), a zero-shot
 classification and a region labelling, on the given image.
@@ -131,7 +132,8 @@ def run_load(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--server", default="http://127.0.0.1:8000")
-    parser.add_argument("--image", required=True, help="an image id of the server's datastore")
+    parser.add_argument("--start", action="store_true", help="start a server of our app on the LiTS volume and use it")
+    parser.add_argument("--image", default="lits_117_ct", help="an image id of the server's datastore")
     parser.add_argument("--shape", default="128,128,128", help="the image's shape i,j,k (clicks stay inside)")
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--clients", type=int, default=8)
@@ -140,7 +142,21 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="also write the report to this JSON file")
     args = parser.parse_args()
     shape = [int(s) for s in args.shape.split(",")]
-    report = run_load(args.server, args.image, shape, args.requests, args.clients, args.max_seconds, args.pid)
+    if args.start:
+        import sys
+        import tempfile
+
+        sys.path.insert(0, str(Path(__file__).parent))
+        from monailabel_server import running_server, write_lits_studies
+
+        with tempfile.TemporaryDirectory() as tmp:
+            write_lits_studies(Path(tmp) / "studies")
+            with running_server(Path(tmp) / "studies", Path(tmp) / "model", Path(tmp) / "server.log") as server:
+                report = run_load(
+                    server.url, "lits_117_ct", shape, args.requests, args.clients, args.max_seconds, server.pid
+                )
+    else:
+        report = run_load(args.server, args.image, shape, args.requests, args.clients, args.max_seconds, args.pid)
     text = json.dumps(report, indent=1)
     if args.out:
         from medpclip.atomic import atomic_write_json

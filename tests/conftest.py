@@ -77,57 +77,19 @@ def phantom_datalist(tmp_path_factory):
 @pytest.fixture(scope="session")
 def monailabel_server(tmp_path_factory):
     """A real ``monailabel start_server`` of our app on a local datastore (the LiTS CT volume ``lits_117_ct`` and
-    the bundle's 2D brain MR slice ``brain_mr``), listening on a free loopback port. Yields a namespace with
-    ``url``, ``pid``, ``studies``, ``model_dir``, ``log``; stops the server afterwards."""
+    the bundle's 2D brain MR slice ``brain_mr``) on a free loopback port; stopped after the session."""
+    import importlib.util
     import shutil
-    import socket
-    import subprocess
-    import sys
-    import time
     from pathlib import Path
-    from types import SimpleNamespace
-
-    import nibabel as nib
-    import numpy as np
-    import requests
 
     from medpclip import bundle_dir
-    from medpclip.data.samples import lits_affine, lits_arrays
 
+    path = Path(__file__).parents[1] / "scripts" / "monailabel_server.py"
+    spec = importlib.util.spec_from_file_location("monailabel_server", path)
+    launcher = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(launcher)
     root = tmp_path_factory.mktemp("monailabel")
-    studies, model_dir = root / "studies", root / "model"
-    studies.mkdir()
-    ct, _ = lits_arrays()
-    nib.save(nib.Nifti1Image(ct.astype(np.int16), lits_affine(ct.shape)), studies / "lits_117_ct.nii.gz")
-    shutil.copy(Path(bundle_dir()) / "docs" / "samples" / "brain_mr_axial.nii.gz", studies / "brain_mr.nii.gz")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    venv_bin = str(Path(sys.executable).parent)
-    env = {**os.environ, "PATH": venv_bin + os.pathsep + os.environ["PATH"]}  # monailabel runs `python`
-    app = Path(__file__).resolve().parent.parent / "monailabel_app"
-    command = [f"{venv_bin}/monailabel", "start_server", "--app", str(app), "--studies", str(studies)]
-    command += ["--conf", "models", "medpclip", "--conf", "model_dir", str(model_dir), "--port", str(port)]
-    log = root / "server.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"monailabel exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if requests.get(f"{url}/info/", timeout=2).ok:
-                break
-        except requests.RequestException:
-            pass
-        time.sleep(1)
-    else:
-        process.kill()
-        pytest.fail(f"monailabel did not answer /info/ within 180 s:\n{log.read_text()[-3000:]}")
-    yield SimpleNamespace(url=url, pid=process.pid, studies=studies, model_dir=model_dir, log=log)
-    os.killpg(process.pid, 15)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, 9)
+    launcher.write_lits_studies(root / "studies")
+    shutil.copy(Path(bundle_dir()) / "docs" / "samples" / "brain_mr_axial.nii.gz", root / "studies" / "brain_mr.nii.gz")
+    with launcher.running_server(root / "studies", root / "model", root / "server.log") as server:
+        yield server
