@@ -14,16 +14,15 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import requests
 
 APP = Path(__file__).resolve().parents[1] / "monailabel_app"
 
 
-@dataclass
-class Server:
+class Server(NamedTuple):
     url: str
     pid: int
     studies: Path

@@ -127,6 +127,18 @@ def test_region_labelling_from_a_click_and_from_an_uploaded_mask(client, tmp_pat
     assert len(from_mask["labels"]) == 3
 
 
+def test_an_uploaded_image_is_served(client, tmp_path):
+    from medpclip import bundle_dir
+
+    upload = tmp_path / "uploaded_mr.nii.gz"
+    upload.write_bytes((Path(bundle_dir()) / "docs/samples/brain_mr_axial.nii.gz").read_bytes())
+    client.upload_image(str(upload), image_id="uploaded_mr")
+    assert "uploaded_mr" in client.datastore()["objects"]
+    mask, summary = client.infer("medpclip_deepgrow", "uploaded_mr", {"foreground": [[67, 113]]})
+    assert summary["slice"] is None and summary["voxels"] > 0  # a 2D image: no slice, no propagation
+    assert read_mask(mask).shape[:2] == tuple(nib.load(upload).shape[:2])
+
+
 BAD_REQUESTS = {
     "unknown image id": ("medpclip_seg", "no_such_image", {"points": [LIVER_CLICK]}, 404, "unknown image"),
     "image id that is a path": ("medpclip_seg", "/etc/passwd", {"points": [LIVER_CLICK]}, 404, "not paths"),
