@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test e2e lint install clean
+.PHONY: demo test e2e lint install clean stack stack-stop
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11" >&2; exit 2; }
@@ -29,8 +29,21 @@ lint: $(STAMP)
 test: lint
 	$(PY) -m pytest -m "not slow and not e2e" -q
 
+# Slow tests and the real-stack tests (Orthanc + MONAI Label/OHIF + headless Chromium, tests/e2e). As root the
+# Debian packages are installed first (not root and missing: those tests skip); every process the stack tests start is
+# stopped at the end, even after a failure or an interrupted session.
 e2e: $(STAMP)
-	$(PY) -m pytest -m "slow or e2e" -q; rc=$$?; [ $$rc -eq 5 ] && echo "no e2e tests yet" && rc=0; exit $$rc
+	bash scripts/start_stack.sh install || [ "$$(id -u)" != 0 ]
+	$(PY) -m pytest -m "slow or e2e" -q; rc=$$?; \
+	STACK_DIR=$(CURDIR)/.stack/e2e bash scripts/start_stack.sh stop; \
+	[ $$rc -eq 5 ] && echo "no e2e tests yet" && rc=0; exit $$rc
+
+# Orthanc with the demo studies + MONAI Label serving OHIF, on loopback: http://127.0.0.1:8000/ohif/
+stack: $(STAMP)
+	bash scripts/start_stack.sh start
+
+stack-stop:
+	bash scripts/start_stack.sh stop
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache

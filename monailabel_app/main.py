@@ -48,7 +48,7 @@ class MedPCLIPApp(MONAILabelApp):
             name="MedP-CLIP",
             description="Region-aware medical vision-language model: click, segment, name",
             version=medpclip.__version__,
-            labels=next(iter(self.configs.values())).labels,
+            labels=list(next(iter(self.configs.values())).labels),  # names in index order: OHIF appends to this list
         )
 
     def init_infers(self) -> dict[str, InferTask]:

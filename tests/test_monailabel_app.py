@@ -84,6 +84,23 @@ def test_ohif_point_prompt_segments_the_volume_exactly_as_the_cli(client, monail
     assert dice(mask > 0, lits_arrays()[1] > 0) > 0.2  # it is the liver, not noise
 
 
+def test_ohif_gets_the_label_as_nrrd_when_it_asks(client):
+    import nrrd
+
+    params = {"points": [LIVER_CLICK], "propagate": False}
+    nifti, _ = client.infer("medpclip_seg", CT, params)
+    ohif_params = {"result_extension": ".nrrd", "result_dtype": "uint8", "result_compress": False}
+    result, _ = client.infer("medpclip_seg", CT, {**params, **ohif_params})
+    data, header = nrrd.read(result)
+    assert header["encoding"] == "raw" and data.dtype == np.uint8
+    assert np.array_equal(data, read_mask(nifti))  # same voxel order, first index fastest
+
+
+def test_app_labels_are_a_list_for_ohif(client):
+    info = client.info()
+    assert info["labels"] == list(info["models"]["medpclip_seg"]["labels"])  # OHIF's panel appends to this list
+
+
 def test_slicer_clicks_give_the_same_mask_as_ohif_clicks(client):
     negative = [60, 40, 97]
     ohif, _ = client.infer(

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import tempfile
 
+import nibabel as nib
+import nrrd
+import numpy as np
 from monailabel.interfaces.tasks.infer_v2 import InferType
 
 from lib.infers.base import MedPCLIPTask
@@ -26,8 +29,10 @@ class InteractiveSegmentation(MedPCLIPTask):
     * ``box`` ``[i0, j0, i1, j1]`` on the slice of the clicks (or ``slice_index``), optional;
     * ``axis`` (default 2), ``propagate`` (default true), ``modality`` (e.g. ``"CT"``).
 
-    The result is a NIfTI label of the image's geometry whose voxels carry the prompted label's index (1 without a
-    ``label_prompt``) and JSON ``{"label_names", "slice", "voxels", "slices", "dropped_clicks"}``.
+    The result is a label of the image's geometry whose voxels carry the prompted label's index (1 without a
+    ``label_prompt``): NIfTI, or NRRD when the request says ``result_extension: ".nrrd"`` (as OHIF does; with
+    ``result_compress`` for gzip encoding), and JSON ``{"label_names", "slice", "voxels", "slices",
+    "dropped_clicks"}``.
     """
 
     def __init__(self, service: ModelService, labels: dict[str, int], type: InferType | str) -> None:
@@ -67,6 +72,8 @@ class InteractiveSegmentation(MedPCLIPTask):
             os.unlink(out)
             raise
         summary.pop("mask")
+        if request.get("result_extension") == ".nrrd":
+            out = _as_nrrd(out, compress=bool(request.get("result_compress", False)))
         return out, {"label_names": {name: value}, "dropped_clicks": given.dropped, **summary}
 
     def _label(self, request: dict) -> tuple[str, int]:
@@ -81,3 +88,19 @@ class InteractiveSegmentation(MedPCLIPTask):
             known = sorted(self.labels.values())
             raise invalid(f"label_prompt {int(index)} is not one of this model's label indices {known}.")
         return names[0], int(index)
+
+
+def _as_nrrd(nifti: str, compress: bool) -> str:
+    """The NIfTI label rewritten as NRRD in the same voxel order (first index fastest), which OHIF's MONAI Label
+    panel parses; the NIfTI is removed."""
+    data = np.asarray(nib.load(nifti).dataobj, dtype=np.uint8)
+    fd, out = tempfile.mkstemp(suffix=".nrrd", prefix="medpclip_")
+    os.close(fd)
+    try:
+        nrrd.write(out, data, {"encoding": "gzip" if compress else "raw"}, index_order="F")
+    except BaseException:
+        os.unlink(out)
+        raise
+    finally:
+        os.unlink(nifti)
+    return out
