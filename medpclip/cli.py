@@ -1,5 +1,5 @@
 """``medpclip`` command line (ARCHITECTURE.md section 5). ``--json`` prints one JSON object on stdout; errors go to
-stderr as one line with exit code 2."""
+stderr as one line with exit code 2. :func:`one_line_errors` gives ``python -m monai.bundle run`` the same lines."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 import warnings
 from typing import NoReturn
 
-__all__ = ["main"]
+__all__ = ["main", "one_line_errors"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -172,6 +172,38 @@ def _run(args: argparse.Namespace) -> dict | str:
     )
 
 
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())  # one line, whatever the reader put in its message
+
+
+def _input_error(err: BaseException | None) -> BaseException | None:
+    """The ``ValueError`` / ``OSError`` (bad input, a file that cannot be read or written) behind ``err``, however
+    deeply it was wrapped (MONAI's config parser raises ``RuntimeError("Failed to evaluate ...")`` from it)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, (ValueError, OSError)):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def one_line_errors(prog: str = "medpclip bundle") -> None:
+    """Install a ``sys.excepthook`` that prints an uncaught input error as one line ``<prog>: error: <reason>``
+    instead of a traceback (the process still exits with status 1); any other exception, a bug, keeps its traceback.
+    The bundle's ``inference.json`` calls it first in ``initialize``."""
+    default = sys.excepthook
+
+    def hook(kind: type[BaseException], err: BaseException, tb: object) -> None:
+        cause = _input_error(err)
+        if cause is None:
+            default(kind, err, tb)
+        else:
+            print(f"{prog}: error: {_one_line(cause)}", file=sys.stderr)
+
+    sys.excepthook = hook
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # MONAI's DICOM reader warns on every start that the optional GPU decoder is absent: not the user's concern
@@ -180,10 +212,11 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message="Divide by zero")  # MONAI scaling a constant image: still valid
     try:
         result = _run(args)
-    except (ValueError, FileNotFoundError) as err:
-        message = " ".join(str(err).split())  # one line, whatever the reader put in its message
-        print(f"medpclip {args.command}: error: {message}", file=sys.stderr)
+    except (ValueError, OSError) as err:  # bad input, or a file that cannot be read or written (disk full, ...)
+        print(f"medpclip {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    if hasattr(sys.stdout, "reconfigure"):  # file names with undecodable bytes are printed as they came in
+        sys.stdout.reconfigure(errors="surrogateescape")
     print(json.dumps(result) if isinstance(result, dict) else result)
     return 0
 

@@ -129,6 +129,15 @@ def run_load(
     }
 
 
+def _rounds(args: argparse.Namespace, server: str, image: str, shape: list[int], pid: int | None) -> dict:
+    reports = [
+        run_load(server, image, shape, args.requests, args.clients, args.max_seconds, pid) for _ in range(args.rounds)
+    ]
+    if len(reports) == 1:
+        return reports[0]
+    return {"rounds": reports, "server_rss_mib_after_each_round": [r["server_rss_mib_after"] for r in reports]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--server", default="http://127.0.0.1:8000")
@@ -139,6 +148,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--max-seconds", type=float, default=600.0)
     parser.add_argument("--pid", type=int, default=None, help="the server's process id, for its memory")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the load; RSS after each round shows a leak")
     parser.add_argument("--out", default=None, help="also write the report to this JSON file")
     args = parser.parse_args()
     shape = [int(s) for s in args.shape.split(",")]
@@ -152,11 +162,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             write_lits_studies(Path(tmp) / "studies")
             with running_server(Path(tmp) / "studies", Path(tmp) / "model", Path(tmp) / "server.log") as server:
-                report = run_load(
-                    server.url, "lits_117_ct", shape, args.requests, args.clients, args.max_seconds, server.pid
-                )
+                report = _rounds(args, server.url, "lits_117_ct", shape, server.pid)
     else:
-        report = run_load(args.server, args.image, shape, args.requests, args.clients, args.max_seconds, args.pid)
+        report = _rounds(args, args.server, args.image, shape, args.pid)
     text = json.dumps(report, indent=1)
     if args.out:
         from medpclip.atomic import atomic_write_json

@@ -177,3 +177,15 @@ def test_sagittal_slices_are_flagged_as_not_showing_the_side(affine, sagittal_ax
         out = sampler({"image": volume, "axis": axis})
         assert out["laterality_visible"] == (axis != sagittal_axis)
     assert sampler({"image": torch.rand(1, 6, 7)})["laterality_visible"] is True
+
+
+def test_untagged_volumes_in_hounsfield_units_are_windowed_as_ct():
+    ct = torch.full((1, 8, 8, 4), 40.0)
+    ct[0, 0] = -1000.0  # air
+    out = ModalityIntensityd(keys="image")({"image": ct})["image"]
+    level, width = CT_WINDOWS["abdomen"]
+    assert float(out[0, 1, 1, 1]) == pytest.approx((40 - (level - width / 2)) / width)
+    assert float(out[0, 0, 0, 0]) == 0.0
+    mr = torch.linspace(0, 900, 256).view(1, 8, 8, 4)  # no negative values: scaled by percentiles
+    scaled = ModalityIntensityd(keys="image")({"image": mr})["image"]
+    assert float(scaled.min()) == 0.0 and float(scaled.max()) == 1.0

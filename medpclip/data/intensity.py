@@ -8,7 +8,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, ScaleIntensityRange, ScaleIntensityRangePercentiles
 
-__all__ = ["CT_WINDOWS", "MODALITY_CLASSES", "ModalityIntensityd", "modality_family"]
+__all__ = ["CT_WINDOWS", "HU_AIR_BELOW", "MODALITY_CLASSES", "ModalityIntensityd", "modality_family"]
 
 # (level, width) in Hounsfield units; common radiology presets
 CT_WINDOWS: dict[str, tuple[float, float]] = {
@@ -21,6 +21,8 @@ CT_WINDOWS: dict[str, tuple[float, float]] = {
 }
 
 # image-level zero-shot classes: modality families, named as the knowledge base knows them
+HU_AIR_BELOW = -500.0  # no MR, PET or radiograph intensity goes this low; every CT with air or lung in view does
+
 MODALITY_CLASSES = {"CT": "CT", "MR": "MR", "XR": "X-ray", "US": "ultrasound", "NM": "nuclear medicine"}
 
 _FAMILIES = {
@@ -49,7 +51,10 @@ class ModalityIntensityd(MapTransform):
     """Scale images to ``[0, 1]`` by modality: CT through a window (``d[window_key]`` names one of
     :data:`CT_WINDOWS`, default ``default_window``), every other modality by ``percentiles`` (robust to outliers).
 
-    The modality is ``d[modality_key]`` when present, else the DICOM Modality tag in the image's metadata.
+    The modality is ``d[modality_key]`` when present, else the DICOM Modality tag in the image's metadata, else
+    CT when the values look like Hounsfield units (air at -1000: minimum <= :data:`HU_AIR_BELOW`). A CT volume
+    saved as NIfTI (or converted from DICOM by MONAI Label) has no tag left, and percentile scaling would show the
+    model an image unlike the windowed CT it was trained on.
     """
 
     def __init__(
@@ -72,7 +77,7 @@ class ModalityIntensityd(MapTransform):
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
         for key in self.key_iterator(d):
-            modality = d.get(self.modality_key) or _dicom_modality(d[key])
+            modality = d.get(self.modality_key) or _dicom_modality(d[key]) or _hounsfield(d[key])
             if modality_family(modality) == "CT":
                 window = d.get(self.window_key) or self.default_window
                 if window not in CT_WINDOWS:
@@ -83,6 +88,11 @@ class ModalityIntensityd(MapTransform):
             else:
                 d[key] = self.percentiles(d[key])
         return d
+
+
+def _hounsfield(image: torch.Tensor) -> str | None:
+    """``"CT"`` when the intensities reach down to air in Hounsfield units, else None."""
+    return "CT" if image.numel() and float(image.min()) <= HU_AIR_BELOW else None
 
 
 def _dicom_modality(image: object) -> str | None:

@@ -1,6 +1,11 @@
 """Training on MONAI/ignite: ``SupervisedTrainer`` with :class:`RegionTrainStep`, a progress bar, TensorBoard,
 validation every N iterations, atomic checkpoints (model, optimizer, scheduler, trainer) and resume.
 
+A run killed at any moment (``kill -9``, power loss) resumes from its last complete checkpoint: checkpoints are
+written to a temporary file, flushed to disk and renamed (:mod:`medpclip.atomic`), temporaries a killed run left
+behind are removed on restart, and an unreadable checkpoint is skipped for the one before it. An output folder that
+cannot be written (read-only, under a file, disk full) stops training with a one-line ``ValueError``.
+
 Under ``torchrun`` (``WORLD_SIZE > 1``) the run is data-parallel: one process per device (gloo on CPU, NCCL on
 GPU), ``DistributedDataParallel`` over the training objective, a ``DistributedSampler``, and rank 0 alone
 validating, logging and writing checkpoints.
@@ -13,20 +18,22 @@ import math
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from ignite.engine import Events
-from ignite.handlers import Checkpoint, DiskSaver, ProgressBar
+from ignite.handlers import Checkpoint, ProgressBar
+from ignite.handlers.checkpoint import BaseSaveHandler
 from monai.engines import SupervisedTrainer
 from monai.handlers import TensorBoardStatsHandler
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from medpclip.atomic import atomic_write_json
+from medpclip.atomic import atomic_torch_save, atomic_write_json
 from medpclip.data.datalists import load_datalist
 from medpclip.data.dataset import ImageSliceDataset, RegionSliceDataset, collate_regions
 from medpclip.data.intensity import MODALITY_CLASSES, modality_family
@@ -80,8 +87,58 @@ class TrainConfig:
 
 def latest_checkpoint(folder: Path) -> Path | None:
     """The training checkpoint with the highest iteration in ``folder``, if any."""
-    found = sorted(folder.glob("checkpoint_*.pt"), key=lambda p: int(p.stem.rsplit("_", 1)[-1]))
+    found = _checkpoints(folder)
     return found[-1] if found else None
+
+
+def _checkpoints(folder: Path) -> list[Path]:
+    """``checkpoint_<iteration>.pt`` files in ``folder``, oldest first."""
+    found = [p for p in folder.glob("checkpoint_*.pt") if p.stem.rsplit("_", 1)[-1].isdigit()]
+    return sorted(found, key=lambda p: int(p.stem.rsplit("_", 1)[-1]))
+
+
+class _AtomicDiskSaver(BaseSaveHandler):
+    """ignite save handler writing through :func:`medpclip.atomic.atomic_torch_save`: the data reach the disk
+    (fsync) before the rename, and a failed write (disk full) leaves neither a partial file nor a temporary one."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        with _disk_errors(f"checkpoint {self.folder / filename}"):
+            atomic_torch_save(checkpoint, self.folder / filename)
+
+    def remove(self, filename: str) -> None:
+        (self.folder / filename).unlink(missing_ok=True)
+
+
+@contextmanager
+def _disk_errors(what: str) -> Iterator[None]:
+    """An ``OSError`` while writing ``what`` (no space, no permission, a file where a folder should be) becomes a
+    one-line ``ValueError`` naming it."""
+    try:
+        yield
+    except OSError as err:
+        raise ValueError(f"cannot write {what} ({err.strerror or type(err).__name__}).") from err
+
+
+def _remove_stale_temporaries(out: Path) -> list[Path]:
+    """Temporary files (``.<name>.<random>.tmp``, see :mod:`medpclip.atomic`) that a killed run left in ``out`` and
+    ``out/checkpoints``; only one process trains into an output folder, so none of them is still being written."""
+    stale = [p for folder in (out, out / "checkpoints") for p in folder.glob(".*.tmp") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def _resume_state(folder: Path, device: torch.device) -> tuple[Path | None, dict | None]:
+    """The newest checkpoint in ``folder`` that loads (``weights_only``), skipping unreadable ones with a message."""
+    for path in reversed(_checkpoints(folder)):
+        try:
+            return path, torch.load(path, map_location=device, weights_only=True)
+        except Exception as err:  # a damaged file (e.g. written by another tool): fall back to the one before
+            print(f"skipping unreadable checkpoint {path} ({type(err).__name__})")
+    return None, None
 
 
 def train(config: TrainConfig) -> Path:
@@ -111,8 +168,11 @@ def _train(config: TrainConfig, rank: int, world: int) -> Path:
     out = Path(config.out_dir)
     lead = rank == 0  # the one process that validates, logs and writes
     if lead:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / "config.json", asdict(config))
+        with _disk_errors(f"to the output folder {out}"):
+            (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+            atomic_write_json(out / "config.json", asdict(config))
+        for stale in _remove_stale_temporaries(out):
+            print(f"removed {stale}, a temporary file of an interrupted run")
     knowledge = default_knowledge_base()
     if config.init_checkpoint:
         model = load_checkpoint(config.init_checkpoint)
@@ -182,15 +242,19 @@ def _train(config: TrainConfig, rank: int, world: int) -> Path:
     to_save = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "trainer": trainer}
     saver = Checkpoint(
         to_save,
-        DiskSaver(out / "checkpoints", require_empty=False, atomic=True),
+        _AtomicDiskSaver(out / "checkpoints"),
         n_saved=2,
         global_step_transform=lambda engine, _: engine.state.iteration,
     )
     if lead:
         trainer.add_event_handler(Events.ITERATION_COMPLETED(every=config.checkpoint_every), saver)
-    resume = latest_checkpoint(out / "checkpoints")
+    resume, saved = _resume_state(out / "checkpoints", device)
     if resume is not None:
-        Checkpoint.load_objects(to_save, torch.load(resume, map_location=device, weights_only=True))
+        try:
+            Checkpoint.load_objects(to_save, saved)
+        except (KeyError, RuntimeError, ValueError) as err:  # another model or optimizer than this recipe's
+            reason = str(err).strip().splitlines()[0]
+            raise ValueError(f"checkpoint {resume} does not fit this recipe: {reason}; use another --out.") from err
         # the checkpoint carries the old run's budget; continue the same count toward this run's budget
         state = trainer.state
         state.epoch_length, state.max_epochs = epoch_length, max_epochs
@@ -201,12 +265,16 @@ def _train(config: TrainConfig, rank: int, world: int) -> Path:
         ProgressBar(persist=True).attach(trainer, output_transform=lambda out: {"loss": out["loss"]})
         TensorBoardStatsHandler(log_dir=str(out / "tensorboard"), output_transform=lambda out: out).attach(trainer)
         _attach_validation(trainer, model, config, out / "metrics.jsonl")
-    trainer.run()
+    if trainer.state.iteration < config.iterations:
+        trainer.run()
+    elif lead:  # restarting a finished run must not train past its budget
+        print(f"iteration {trainer.state.iteration} has reached the budget of {config.iterations}: nothing to train")
     if not lead:
         return out / "model.pt"
     if trainer.state.iteration % config.checkpoint_every:
         saver(trainer)
-    return save_checkpoint(model, out / "model.pt")
+    with _disk_errors(f"model {out / 'model.pt'}"):
+        return save_checkpoint(model, out / "model.pt")
 
 
 def _modality_batches(

@@ -11,13 +11,15 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import torch
 from monai.data import MetaTensor
 from PIL import Image
 
 from medpclip.atomic import atomic_write_bytes, atomic_write_json
 from medpclip.inference.images import load_image, load_mask
+from medpclip.inference.orientation import Reorientation
 from medpclip.inference.predictor import SlicePredictor
-from medpclip.inference.volume import classify_region, propagate, resolve_prompt, segment
+from medpclip.inference.volume import SlicePrompt, classify_region, propagate, resolve_prompt, segment
 from medpclip.networks.model import MedPCLIP
 
 __all__ = [
@@ -65,18 +67,11 @@ def classify_volume(
 ) -> dict:
     """:func:`classify_file` on a loaded ``[1, *spatial]`` image; ``region`` is a bool mask of its shape."""
     _check_labels(labels)
-    prompt = resolve_prompt(
-        volume.shape[1:],
-        points=points,
-        negatives=negatives,
-        box=box,
-        mask=region,
-        axis=axis,
-        slice_index=slice_index,
-    )
+    orient, ras, prompt, ras_axis = _prompt_in_ras(volume, points, negatives, box, region, axis, slice_index)
     only_mask = region is not None and not (prompt.points or prompt.negatives or prompt.box)
-    ranked = classify_region(predictor, volume, prompt, labels, axis, region if only_mask else None)
-    return {"labels": ranked, "slice": prompt.index}
+    ras_region = orient.array(region) if only_mask else None
+    ranked = classify_region(predictor, ras, prompt, labels, ras_axis, ras_region)
+    return {"labels": ranked, "slice": None if prompt.index is None else orient.slice_index(axis, prompt.index)}
 
 
 def segment_file(
@@ -93,7 +88,7 @@ def segment_file(
     unless ``propagate_3d`` is False. ``prompt``: ``points``, ``negatives``, ``box``, ``axis``, ``slice_index``,
     ``propagate_3d`` as :func:`segment_volume` takes them. Returns ``{"mask", "shape", "slice", "voxels",
     "slices"}``."""
-    out = _check_mask_path(out)
+    out = _check_mask_path(out, image, prior)
     volume = load_image(image, modality)
     prior_mask = None if prior is None else load_mask(prior)
     return segment_volume(SlicePredictor(model, modality=modality), volume, out, prior=prior_mask, **prompt)
@@ -119,32 +114,55 @@ def segment_volume(
     spatial = tuple(volume.shape[1:])
     if out.suffix == ".png" and len(spatial) != 2:
         raise ValueError("a PNG mask needs a 2D image; write a 3D mask as .nii.gz.")
-    prompt = resolve_prompt(
-        spatial,
-        points=points,
-        negatives=negatives,
-        box=box,
-        mask=prior,
-        axis=axis,
-        slice_index=slice_index,
-    )
-    logits = segment(predictor, volume, prompt, axis)
+    orient, ras, prompt, ras_axis = _prompt_in_ras(volume, points, negatives, box, prior, axis, slice_index)
+    logits = segment(predictor, ras, prompt, ras_axis)
     if len(spatial) == 2:
         mask = (logits > 0).numpy()
     elif propagate_3d:
-        mask = propagate(predictor, volume, axis, prompt.index, logits)
+        mask = propagate(predictor, ras, ras_axis, prompt.index, logits)
     else:
-        mask = np.zeros(spatial, bool)
-        np.moveaxis(mask, axis, 0)[prompt.index] = (logits > 0).numpy()
+        mask = np.zeros(ras.shape[1:], bool)
+        np.moveaxis(mask, ras_axis, 0)[prompt.index] = (logits > 0).numpy()
+    mask = orient.back(mask)
     written = write_mask(mask.astype(np.uint8) * np.uint8(value), volume, out)
     slices = int(np.moveaxis(mask, axis, 0).any(axis=(1, 2)).sum()) if len(spatial) == 3 else 1
     return {
         "mask": str(written),
         "shape": list(spatial),
-        "slice": prompt.index,
+        "slice": None if prompt.index is None else orient.slice_index(axis, prompt.index),
         "voxels": int(mask.sum()),
         "slices": slices,
     }
+
+
+def _prompt_in_ras(
+    volume: MetaTensor,
+    points: Sequence[Sequence[float]],
+    negatives: Sequence[Sequence[float]],
+    box: Sequence[float] | None,
+    mask: np.ndarray | None,
+    axis: int,
+    slice_index: int | None,
+) -> tuple[Reorientation, torch.Tensor, SlicePrompt, int]:
+    """Check the prompts in the file's voxel indices (so errors quote what the user gave), then carry the volume
+    and the prompts into RAS order, the model's: ``(reorientation, RAS volume, RAS slice prompt, RAS axis)``."""
+    spatial = tuple(volume.shape[1:])
+    given = {"points": points, "negatives": negatives, "box": box, "mask": mask}
+    resolve_prompt(spatial, **given, axis=axis, slice_index=slice_index)  # validation only
+    orient = Reorientation(spatial, getattr(volume, "affine", None))
+    if orient.is_identity:
+        return orient, volume, resolve_prompt(spatial, **given, axis=axis, slice_index=slice_index), axis
+    ras = orient.volume(volume)
+    prompt = resolve_prompt(
+        tuple(ras.shape[1:]),
+        points=[orient.index(p) for p in points],
+        negatives=[orient.index(p) for p in negatives],
+        box=None if box is None else orient.box(box, axis),
+        mask=None if mask is None else orient.array(mask),
+        axis=orient.axis(axis),
+        slice_index=None if slice_index is None else orient.slice_index(axis, slice_index),
+    )
+    return orient, ras, prompt, orient.axis(axis)
 
 
 def segment_and_classify(
@@ -164,31 +182,49 @@ def segment_and_classify(
     ``output_dir`` and returns the JSON summary. Without a click or box only the ranking is made (of the whole
     image) and the mask is empty. The image is read once and one predictor serves both."""
     out = Path(output_dir)
-    stem = Path(str(image).rstrip("/")).name.split(".")[0]
+    stem = Path(str(image).rstrip("/")).name.split(".")[0] or "image"  # ".hidden.nii.gz", "..": no empty names
+    mask_path = _check_mask_path(out / f"{stem}_mask.nii.gz", image)
     volume = load_image(image, modality)
     predictor = SlicePredictor(model, modality=modality)
     prompts = {"points": points, "negatives": negatives, "box": box, "axis": axis}
     summary: dict = {"image": str(image)}
     summary["labels"] = classify_volume(predictor, volume, labels, **prompts)["labels"] if labels else []
-    mask_path = out / f"{stem}_mask.nii.gz"
     if points or box is not None:
         summary.update(segment_volume(predictor, volume, mask_path, **prompts))
     else:
         write_mask(np.zeros(volume.shape[1:], bool), volume, mask_path)
         summary.update(mask=str(mask_path), shape=list(volume.shape[1:]), voxels=0)
-    atomic_write_json(out / f"{stem}_labels.json", summary)
+    try:
+        atomic_write_json(out / f"{stem}_labels.json", summary)
+    except OSError as err:  # no half result: the mask goes too
+        mask_path.unlink(missing_ok=True)
+        raise ValueError(f"cannot write {out / f'{stem}_labels.json'} ({err.strerror or type(err).__name__}).") from err
     return summary
 
 
 def _check_labels(labels: Sequence[str]) -> None:
+    if isinstance(labels, str):
+        raise ValueError(f"labels should be a list of strings, got the string {labels[:80]!r}.")
     if not [label for label in labels if str(label).strip()]:
         raise ValueError("labels are empty: give at least one label.")
 
 
-def _check_mask_path(out: str | Path) -> Path:
+def _check_mask_path(out: str | Path, *inputs: str | Path | None) -> Path:
+    """``out`` as a Path, refused before any work when it cannot take the mask: a wrong suffix, a folder, under a
+    file, or one of the ``inputs`` (the image or prior mask would be overwritten)."""
     out = Path(out)
     if not str(out).endswith(MASK_SUFFIXES):
         raise ValueError(f"--out {out} should end in one of {', '.join(MASK_SUFFIXES)}.")
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; give a mask file name.")
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"--out {out} cannot be written: {parent} is a file, not a folder.")
+    for source in inputs:
+        if source is not None and out.exists() and Path(source).exists() and out.samefile(source):
+            raise ValueError(f"--out {out} is the input file {source}; write the mask elsewhere.")
     return out
 
 
@@ -199,9 +235,15 @@ def write_mask(mask: np.ndarray, like: MetaTensor, path: Path) -> Path:
     if path.suffix == ".png":
         buffer = io.BytesIO()
         Image.fromarray((data.T > 0).astype(np.uint8) * 255).save(buffer, format="PNG")
-        return atomic_write_bytes(path, buffer.getvalue())
-    affine = np.asarray(like.affine, dtype=np.float64)
-    if affine.shape == (3, 3):  # a 2D image's affine: embed it in 3D
-        affine = np.block([[affine[:2, :2], np.zeros((2, 1)), affine[:2, 2:]], [np.eye(4)[2:3]], [np.eye(4)[3:]]])
-    image = nib.Nifti1Image(data, affine)
-    return atomic_write_bytes(path, gzip.compress(image.to_bytes()) if path.suffix == ".gz" else image.to_bytes())
+        content = buffer.getvalue()
+    else:
+        affine = np.asarray(like.affine, dtype=np.float64)
+        if affine.shape == (3, 3):  # a 2D image's affine: embed it in 3D
+            eye = np.eye(4)
+            affine = np.block([[affine[:2, :2], np.zeros((2, 1)), affine[:2, 2:]], [eye[2:3]], [eye[3:]]])
+        image = nib.Nifti1Image(data, affine)
+        content = gzip.compress(image.to_bytes()) if path.suffix == ".gz" else image.to_bytes()
+    try:
+        return atomic_write_bytes(path, content)
+    except OSError as err:  # disk full, no permission: the temporary file is already gone
+        raise ValueError(f"cannot write {path} ({err.strerror or type(err).__name__}).") from err

@@ -39,8 +39,10 @@ class SlicePredictor:
     @torch.inference_mode()
     def set_image(self, slice_: torch.Tensor) -> None:
         """``[1, H, W]`` intensities in ``[0, 1]``: resize into the model input and cache the prefix."""
-        if slice_.ndim != 3 or slice_.shape[0] != 1:
+        if slice_.ndim != 3 or slice_.shape[0] != 1 or min(slice_.shape[1:]) < 1:
             raise ValueError(f"slice should have shape [1, H, W], got {list(slice_.shape)}.")
+        if torch.as_tensor(slice_).is_complex():
+            raise ValueError("slice has complex values; give real intensities (e.g. the magnitude).")
         self.fit = SquareFit(int(slice_.shape[1]), int(slice_.shape[2]), self.model.image_size)
         self._input = self.fit.image(torch.as_tensor(slice_))[None]
         self._prefix = self.model.encode_prefix(self._input)
@@ -56,6 +58,8 @@ class SlicePredictor:
         ``None`` when nothing is given (the whole image)."""
         fit = self._require_image()
         clicks = [*points, *negatives]
+        if any(not hasattr(click, "__len__") or len(click) != 2 for click in clicks):
+            raise ValueError(f"a click on a slice needs 2 coordinates (i, j): got {clicks}.")
         given = RegionPrompts(
             points=torch.tensor([[clicks]], dtype=torch.float32).view(1, 1, -1, 2) if clicks else None,
             point_labels=torch.tensor([[[POSITIVE] * len(points) + [NEGATIVE] * len(negatives)]]) if clicks else None,
@@ -106,6 +110,11 @@ class SlicePredictor:
         labels = [str(label).strip() for label in labels]
         if not labels or not all(labels):
             raise ValueError("labels are empty: give at least one non-empty label.")
+        for label in labels:
+            try:
+                label.encode("utf-8")
+            except UnicodeEncodeError:  # e.g. undecodable bytes of a command line, kept as surrogates
+                raise ValueError(f"label {label!r} is not valid Unicode text.") from None
         text = torch.stack([self._label_embedding(label) for label in labels])
         probs = self.model.similarity(embedding, text).softmax(-1)
         ranking = sorted(zip(labels, probs.tolist(), strict=True), key=lambda pair: -pair[1])

@@ -68,6 +68,8 @@ def resolve_prompt(
         raise ValueError("click coordinates must be finite numbers.")
     if box is not None and len(box) != 4:
         raise ValueError(f"box should be 4 numbers i0,j0,i1,j1, got {len(box)}.")
+    if box is not None and (box[2] < box[0] or box[3] < box[1]):
+        raise ValueError(f"box {tuple(box)} is reversed: need i0 <= i1 and j0 <= j1.")
     if mask is not None:
         if tuple(mask.shape) != spatial:
             raise ValueError(f"mask shape {list(mask.shape)} differs from the image shape {list(spatial)}.")
@@ -78,6 +80,7 @@ def resolve_prompt(
     if len(spatial) == 2:
         if slice_index is not None:
             raise ValueError("a slice index was given for a 2D image.")
+        _check_inside(clicks, spatial)
         return SlicePrompt(None, clicks[: len(points)], clicks[len(points) :], box, mask)
     if axis not in (0, 1, 2):
         raise ValueError(f"slice axis should be 0, 1 or 2, got {axis}.")
@@ -96,11 +99,19 @@ def resolve_prompt(
         index = spatial[axis] // 2
     if not 0 <= index < spatial[axis]:
         raise ValueError(f"slice {index} lies outside axis {axis} of {spatial[axis]} voxels.")
+    _check_inside(clicks, spatial)
     planar = [[v for d, v in enumerate(c) if d != axis] for c in clicks]
     plane = None if mask is None else np.take(mask, index, axis=axis)
     if plane is not None and not plane.any():
         raise ValueError(f"the mask marks no voxel on slice {index} of axis {axis}, the slice the prompt picks.")
     return SlicePrompt(index, planar[: len(points)], planar[len(points) :], box, plane)
+
+
+def _check_inside(clicks: list[list[float]], spatial: tuple[int, ...]) -> None:
+    for c in clicks:
+        if not all(0 <= v <= size - 1 for v, size in zip(c, spatial, strict=True)):
+            where = ", ".join(f"{v:g}" for v in c)
+            raise ValueError(f"point ({where}) lies outside the image of shape {list(spatial)}.")
 
 
 def mask_prompt(mask: np.ndarray, margin: float = 0.0) -> tuple[list[float], list[float]]:

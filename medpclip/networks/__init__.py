@@ -1,6 +1,14 @@
 """MedP-CLIP networks: vision tower, prompt encoder, region fusion, text tower, mask decoder, assembled model."""
 
-from medpclip.networks.factory import MODEL_PRESETS, MedPCLIPConfig, build_model, load_checkpoint, save_checkpoint
+from medpclip.networks.factory import (
+    MODEL_PRESETS,
+    MedPCLIPConfig,
+    build_model,
+    load_checkpoint,
+    load_weights,
+    read_checkpoint,
+    save_checkpoint,
+)
 from medpclip.networks.guidance import GuidanceSegmentationNet, guidance_to_prompts
 from medpclip.networks.model import ImageEncoding, MedPCLIP
 from medpclip.networks.prompt_encoder import PromptEmbeddings, PromptEncoder
@@ -24,6 +32,8 @@ __all__ = [
     "guidance_to_prompts",
     "import_vision_weights",
     "load_checkpoint",
+    "load_weights",
+    "read_checkpoint",
     "save_checkpoint",
     "visual_tokens",
 ]

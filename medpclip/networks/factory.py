@@ -15,7 +15,15 @@ from medpclip.networks.region_encoders import REGION_MODES, FusionRegions, build
 from medpclip.networks.text import TextTower
 from medpclip.networks.vit import VIT_PRESETS, VisionTransformer
 
-__all__ = ["MedPCLIPConfig", "MODEL_PRESETS", "build_model", "save_checkpoint", "load_checkpoint"]
+__all__ = [
+    "MedPCLIPConfig",
+    "MODEL_PRESETS",
+    "build_model",
+    "load_checkpoint",
+    "load_weights",
+    "read_checkpoint",
+    "save_checkpoint",
+]
 
 CHECKPOINT_FORMAT = "medpclip-checkpoint/1"
 
@@ -118,25 +126,57 @@ def save_checkpoint(model: MedPCLIP, path: str | Path, **extra: object) -> Path:
     return atomic_torch_save(payload, path)
 
 
-def load_checkpoint(
-    path: str | Path, map_location: str | torch.device = "cpu", *, model_class: type[MedPCLIP] = MedPCLIP
-) -> MedPCLIP:
-    """Rebuild a model from :func:`save_checkpoint` output (loaded with ``weights_only=True``)."""
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """The ``{"format", "config", "state_dict", ...}`` payload of a :func:`save_checkpoint` file, loaded with
+    ``weights_only=True`` (no pickled code runs). A missing, truncated, foreign or damaged file is a one-line
+    ``ValueError``."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"checkpoint {path} is a folder; give the checkpoint file (e.g. model.pt).")
     if not path.is_file():
         raise ValueError(f"checkpoint {path} does not exist.")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated zip, pickled code refused by weights_only, not a torch file
+        if "Unsupported global" in str(err):  # weights_only refused to rebuild an object (or call code)
+            raise ValueError(
+                f"cannot load checkpoint {path}: it holds pickled objects or code, which are never run "
+                "(weights_only=True); save plain tensors and numbers."
+            ) from err
         raise ValueError(
             f"cannot load checkpoint {path} ({type(err).__name__}): truncated or not a weights file."
         ) from err
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a MedP-CLIP checkpoint (no '{CHECKPOINT_FORMAT}' format tag).")
-    model = build_model(MedPCLIPConfig.from_dict(payload["config"]), model_class=model_class)
+    if not isinstance(payload.get("config"), dict) or not isinstance(payload.get("state_dict"), dict):
+        raise ValueError(f"checkpoint {path} is damaged: it lacks its model config or its weights.")
+    return payload
+
+
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu", *, model_class: type[MedPCLIP] = MedPCLIP
+) -> MedPCLIP:
+    """Rebuild a model from :func:`save_checkpoint` output (loaded with ``weights_only=True``)."""
+    payload = read_checkpoint(path, map_location)
     try:
-        model.load_state_dict(payload["state_dict"])
+        model = build_model(MedPCLIPConfig.from_dict(payload["config"]), model_class=model_class)
+    except (TypeError, AttributeError, ValueError) as err:  # unknown keys or presets, a size given as text
+        raise ValueError(f"checkpoint {path} has an invalid model config: {err}") from err
+    _load_state(model, payload["state_dict"], f"checkpoint {path} does not fit its own model configuration")
+    return model.to(map_location)
+
+
+def load_weights(model: MedPCLIP, path: str | Path, map_location: str | torch.device = "cpu") -> MedPCLIP:
+    """Load the weights of a :func:`save_checkpoint` file into ``model``, built beforehand (the bundle's
+    ``network_def``); a file that does not fit it is a one-line ``ValueError``."""
+    payload = read_checkpoint(path, map_location)
+    _load_state(model, payload["state_dict"], f"checkpoint {path} does not fit this network")
+    return model
+
+
+def _load_state(model: MedPCLIP, state: dict, problem: str) -> None:
+    try:
+        model.load_state_dict(state)
     except RuntimeError as err:
         first = str(err).strip().splitlines()[1:2] or [""]
-        raise ValueError(f"checkpoint {path} does not fit its own model configuration: {first[0].strip()}") from err
-    return model.to(map_location)
+        raise ValueError(f"{problem}: {first[0].strip()}") from err
