@@ -89,5 +89,7 @@ def test_a_final_label_is_written_back_as_dicom_seg(monailabel, stack_studies, s
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == series
     assert seg.SegmentSequence[0].SegmentLabel == "liver"
     frames = seg.pixel_array.reshape(-1, *seg.pixel_array.shape[-2:]).astype(bool)
+    found = requests.post(f"{monailabel.orthanc_url}/tools/lookup", data=seg_series, timeout=30).json()
+    requests.delete(f"{monailabel.orthanc_url}/series/{found[0]['ID']}", timeout=30).raise_for_status()  # as found
     assert int(frames.sum()) == int(liver.sum()), "the SEG carries every voxel of the saved label"
     print(f"\n[e2e] DICOM SEG written back: {json.dumps({'frames': len(frames), 'voxels': int(frames.sum())})}")
