@@ -14,12 +14,14 @@ import os
 
 import monailabel.app
 from monailabel.interfaces.app import MONAILabelApp
+from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.train import TrainTask
 
 import medpclip
 from lib.api import bind_loopback_by_default, install_api_guards
 from lib.configs import MedPCLIPConfig
+from lib.datastore import with_safe_ids
 from lib.dicom_seg import write_seg_with_pydicom_seg
 
 logger = logging.getLogger(__name__)
@@ -50,6 +52,9 @@ class MedPCLIPApp(MONAILabelApp):
             version=medpclip.__version__,
             labels=list(next(iter(self.configs.values())).labels),  # names in index order: OHIF appends to this list
         )
+
+    def init_datastore(self) -> Datastore:
+        return with_safe_ids(super().init_datastore())
 
     def init_infers(self) -> dict[str, InferTask]:
         return {name: task for config in self.configs.values() for name, task in config.infer().items()}

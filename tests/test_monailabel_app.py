@@ -192,6 +192,43 @@ def test_bad_requests_get_4xx_json_and_the_server_serves_on(monailabel_server, c
     assert good.status_code == 200 and good.json()["labels"][0]["label"] in ("MR", "CT")
 
 
+@pytest.mark.parametrize("tag", ["../../escaped", "/tmp/medpclip_escaped", "final/../../escaped"])
+def test_labels_cannot_be_written_outside_the_datastore(monailabel_server, tmp_path, tag):
+    label = tmp_path / "label.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.uint8), np.eye(4)), label)
+    with label.open("rb") as f:
+        response = requests.put(
+            f"{monailabel_server.url}/datastore/label",
+            params={"image": CT, "tag": tag},
+            files={"label": ("label.nii.gz", f)},
+            timeout=60,
+        )
+    assert response.status_code == 400 and "not a plain name" in response.json()["detail"]
+    root = monailabel_server.studies.parent
+    assert not list(root.rglob("escaped*")) and not Path("/tmp/medpclip_escaped").exists()
+    saved = post_infer(
+        monailabel_server,
+        "medpclip_seg",
+        CT,
+        {"points": [LIVER_CLICK], "propagate": False, "save_label": True, "label_tag": tag},
+    )
+    assert saved.status_code == 400 and not list(root.rglob("escaped*"))
+
+
+def test_uploads_cannot_name_paths(monailabel_server, tmp_path):
+    image = tmp_path / "x.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)), image)
+    with image.open("rb") as f:
+        response = requests.put(
+            f"{monailabel_server.url}/datastore/image",
+            params={"image": "../outside"},
+            files={"file": ("x.nii.gz", f)},
+            timeout=60,
+        )
+    assert response.status_code == 400 and "not a plain name" in response.json()["detail"]
+    assert not list(monailabel_server.studies.parent.rglob("outside*"))
+
+
 def test_other_endpoints_answer_unknown_ids_with_json(monailabel_server):
     response = requests.get(f"{monailabel_server.url}/datastore/image", params={"image": "nope"}, timeout=30)
     assert response.status_code == 404

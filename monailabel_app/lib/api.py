@@ -14,7 +14,6 @@ from __future__ import annotations
 import gc
 import json
 import logging
-import re
 import sys
 from typing import TYPE_CHECKING
 
@@ -31,14 +30,14 @@ from monailabel.interfaces.exception import (
     MONAILabelException,
 )
 
+from lib.datastore import NAME
+
 if TYPE_CHECKING:
     from main import MedPCLIPApp
 
 __all__ = ["bind_loopback_by_default", "install_api_guards"]
 
 logger = logging.getLogger(__name__)
-
-IMAGE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # datastore ids: file stems, DICOM UIDs
 
 
 def install_api_guards(api: FastAPI, app: MedPCLIPApp) -> None:
@@ -98,7 +97,7 @@ def bind_loopback_by_default() -> None:
 def _check_image_id(app: MedPCLIPApp, image: str) -> None:
     if not image:
         raise HTTPException(400, "no image: give the id of an image in the datastore, or upload a file.")
-    if not IMAGE_ID.fullmatch(image):
+    if not NAME.fullmatch(image):
         raise HTTPException(404, f"unknown image id {image[:80]!r}: ids name images of the datastore, not paths.")
     try:
         uri = app.datastore().get_image_uri(image)
