@@ -148,10 +148,10 @@ def _prompt_in_ras(
     and the prompts into RAS order, the model's: ``(reorientation, RAS volume, RAS slice prompt, RAS axis)``."""
     spatial = tuple(volume.shape[1:])
     given = {"points": points, "negatives": negatives, "box": box, "mask": mask}
-    resolve_prompt(spatial, **given, axis=axis, slice_index=slice_index)  # validation only
+    prompt = resolve_prompt(spatial, **given, axis=axis, slice_index=slice_index)  # validates in the file's terms
     orient = Reorientation(spatial, getattr(volume, "affine", None))
     if orient.is_identity:
-        return orient, volume, resolve_prompt(spatial, **given, axis=axis, slice_index=slice_index), axis
+        return orient, volume, prompt, axis
     ras = orient.volume(volume)
     prompt = resolve_prompt(
         tuple(ras.shape[1:]),
