@@ -78,16 +78,14 @@ def phantom_datalist(tmp_path_factory):
 def monailabel_server(tmp_path_factory):
     """A real ``monailabel start_server`` of our app on a local datastore (the LiTS CT volume ``lits_117_ct`` and
     the bundle's 2D brain MR slice ``brain_mr``) on a free loopback port; stopped after the session."""
-    import importlib.util
     import shutil
     from pathlib import Path
 
+    from helpers import load_script
+
     from medpclip import bundle_dir
 
-    path = Path(__file__).parents[1] / "scripts" / "monailabel_server.py"
-    spec = importlib.util.spec_from_file_location("monailabel_server", path)
-    launcher = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(launcher)
+    launcher = load_script("monailabel_server")
     root = tmp_path_factory.mktemp("monailabel")
     launcher.write_lits_studies(root / "studies")
     shutil.copy(Path(bundle_dir()) / "docs" / "samples" / "brain_mr_axial.nii.gz", root / "studies" / "brain_mr.nii.gz")

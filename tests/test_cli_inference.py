@@ -18,6 +18,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from helpers import write_ct_dicom
 from PIL import Image
 
 import medpclip.networks
@@ -56,30 +57,6 @@ def _disk(shape: tuple[int, int], center: tuple[float, float], radius: float) ->
     return (ii - center[0]) ** 2 + (jj - center[1]) ** 2 < radius**2
 
 
-def _write_ct_dicom(path: Path, hu: np.ndarray) -> None:
-    """One CT slice (Modality CT, HU through rescale) with proper file meta; ``hu`` is ``[Rows, Columns]``."""
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ImplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ImplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.Modality, ds.PatientName, ds.PatientID = "CT", "Test^Phantom", "0"
-    ds.Rows, ds.Columns = hu.shape
-    ds.PixelSpacing, ds.SliceThickness = [0.7, 0.9], 2.5
-    ds.ImagePositionPatient, ds.ImageOrientationPatient = [0, 0, 0], [1, 0, 0, 0, 1, 0]
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
-    ds.PixelData = (hu + 1024).astype(np.uint16).tobytes()
-    ds.is_little_endian, ds.is_implicit_VR = True, True
-    ds.save_as(str(path), write_like_original=False)
-
-
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> dict[str, Path]:
     """Small synthetic inputs (written once, never modified): a 2D NIfTI, a CT-like volume with a cylinder through
@@ -108,7 +85,7 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
 
     hu = np.full((40, 48), -1000.0)  # [Rows, Columns]: LoadImage returns it as [Columns, Rows]
     hu[10:30, 12:36] = 40.0
-    _write_ct_dicom(paths["dicom"], hu)
+    write_ct_dicom(paths["dicom"], hu, spacing=(0.7, 0.9), thickness=2.5)
 
     pixels = (rng.random((SHAPE_2D[1], SHAPE_2D[0])) * 60).astype(np.uint8)  # PIL: [rows, columns] = [H, W]
     pixels[8:30, 12:34] += 150

@@ -103,3 +103,20 @@ def test_left_right_counts_only_slices_that_show_the_side(table):
     model.truth = [axial.entry_ids[0], sagittal.entry_ids[0]]
     out = metrics.region_metrics(model, [axial, sagittal], KB, CLASSES, n_way=4)
     assert out["left_right"] == 1.0 and out["left_right_all_slices"] == 0.5
+
+
+def test_image_zero_shot_names_every_miss_with_its_answer(tiny_model):
+    from medpclip.data.intensity import MODALITY_CLASSES
+
+    classes = [KB.lookup(name).id for name in MODALITY_CLASSES.values()]
+    images = torch.rand(6, 1, 128, 128, generator=torch.Generator().manual_seed(0))
+    labels = [classes[i % len(classes)] for i in range(6)]
+    names = [f"image{i}.dcm" for i in range(6)]
+    plain = metrics.image_zero_shot(tiny_model, images, labels, KB, classes)
+    named = metrics.image_zero_shot(tiny_model, images, labels, KB, classes, names)
+    assert "misses" not in plain and named["accuracy"] == plain["accuracy"]
+    assert len(named["misses"]) == round((1 - named["accuracy"]) * 6)
+    for miss in named["misses"]:
+        name, answer = miss.split(": ")
+        truth, predicted = answer.split(" -> ")
+        assert truth == labels[names.index(name)] and predicted != truth and predicted in classes

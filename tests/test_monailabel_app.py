@@ -42,10 +42,6 @@ def read_mask(path: str) -> np.ndarray:
     return np.asarray(nib.load(path).dataobj)
 
 
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    return 2 * float((a & b).sum()) / max(float(a.sum() + b.sum()), 1.0)
-
-
 def test_info_offers_models_that_ohif_and_slicer_know(client):
     models = client.info()["models"]
     assert {name: m["type"] for name, m in models.items()} == {
@@ -81,7 +77,8 @@ def test_ohif_point_prompt_segments_the_volume_exactly_as_the_cli(client, monail
     cli = segment_volume(predictor, load_image(image), tmp_path / "cli.nii.gz", points=[LIVER_CLICK])
     assert summary["voxels"] == cli["voxels"]
     assert np.array_equal(mask > 0, read_mask(cli["mask"]) > 0)
-    assert dice(mask > 0, lits_arrays()[1] > 0) > 0.2  # it is the liver, not noise
+    liver = lits_arrays()[1] > 0
+    assert (mask > 0)[liver].sum() > 0.8 * (mask > 0).sum()  # its voxels are liver: not noise, not a flipped volume
 
 
 def test_ohif_gets_the_label_as_nrrd_when_it_asks(client):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from pathlib import Path
 
@@ -10,20 +9,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 import requests
+from helpers import load_script
 from monailabel.client import MONAILabelClient
 
 from medpclip.data.samples import lits_arrays
 from medpclip.networks import load_checkpoint
 
 pytestmark = pytest.mark.slow
-
-
-def load_script(name: str):
-    path = Path(__file__).parents[1] / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_forty_requests_from_eight_clients_succeed_and_info_stays_responsive(monailabel_server):

@@ -3,33 +3,24 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import socket
-import sys
 from itertools import combinations
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+from helpers import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "prepare_data.py"
 TEMPLATE_SHAPE = (197, 233, 189)
 LABEL_LISTS = ("brain_aal3", "brain_hcpex", "liver_lits")
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("prepare_data", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def script():
-    return _load_script()
+    return load_script("prepare_data")
 
 
 def _no_network(*args, **kwargs):

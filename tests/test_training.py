@@ -11,27 +11,13 @@ import time
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_train_config
 from torch.utils.data import DataLoader
 
 from medpclip.data import RegionSliceDataset, collate_regions, load_datalist
 from medpclip.engines import RegionTrainStep
-from medpclip.engines.training import TrainConfig, latest_checkpoint, train
+from medpclip.engines.training import latest_checkpoint, train
 from medpclip.networks import build_model, load_checkpoint
-
-
-def small_config(tmp_path, datalist, **changes) -> TrainConfig:
-    settings = dict(
-        out_dir=str(tmp_path / "run"),
-        train_datalists=[str(datalist)],
-        iterations=3,
-        batch_size=2,
-        num_regions=3,
-        eval_every=100,
-        checkpoint_every=1,
-        num_workers=0,
-        warmup=1,
-    )
-    return TrainConfig(**{**settings, **changes})
 
 
 @pytest.mark.parametrize("form", ["mask", "box", "points", "box+points"])
@@ -100,14 +86,41 @@ def test_modality_batches_draw_every_family_and_skip_unreadable_files(tmp_path, 
     assert "skipping" in capsys.readouterr().out and "8.png" not in str(modalities)
 
 
+def test_modality_batches_replace_xray_and_ultrasound_draws_with_simulated_images(tmp_path):
+    from PIL import Image
+
+    from medpclip.engines import training
+
+    items = []
+    for n, modality in enumerate(["CT", "CR", "US"]):
+        path = tmp_path / f"{n}.png"
+        Image.fromarray(np.full((16, 16), 255, np.uint8)).save(path)
+        items.append({"image": str(path), "modality": modality, "text": f"a {modality} image"})
+    datalist = tmp_path / "modalities.json"
+    datalist.write_text(json.dumps({"training": items, "validation": []}))
+
+    def simulated(family: str, size: int) -> torch.Tensor:
+        return torch.full((1, size, size), {"XR": 0.25, "US": 0.75}[family])
+
+    simulated.FAMILIES = ("XR", "US")
+    batches = training._modality_batches(str(datalist), 30, 16, seed=0, synthetic=simulated, synthetic_share=1.0)
+    images, modalities = next(batches)
+    values = {
+        m: {float(v) for v, mm in zip(images[:, 0, 0, 0], modalities, strict=True) if mm == m}
+        for m in "CT CR US".split()
+    }
+    assert values["CR"] == {0.25} and values["US"] == {0.75}, "X-ray and ultrasound draws are all simulated"
+    assert values["CT"] and values["CT"].isdisjoint({0.25, 0.75}), "CT draws are never simulated"
+
+
 def test_resume_restores_iteration_and_optimizer(tmp_path, phantom_datalist, capsys):
-    first = train(small_config(tmp_path, phantom_datalist, iterations=3))
+    first = train(tiny_train_config(tmp_path, phantom_datalist, iterations=3))
     checkpoint = latest_checkpoint(first.parent / "checkpoints")
     assert checkpoint.name == "checkpoint_3.pt"
     state = torch.load(checkpoint, weights_only=True)
     assert state["trainer"]["iteration"] == 3
     assert max(s["step"] for s in state["optimizer"]["state"].values()) == 3  # the mask head skips mask-prompt steps
-    final = train(small_config(tmp_path, phantom_datalist, iterations=5))
+    final = train(tiny_train_config(tmp_path, phantom_datalist, iterations=5))
     assert "resumed from" in capsys.readouterr().out
     state = torch.load(latest_checkpoint(final.parent / "checkpoints"), weights_only=True)
     assert state["trainer"]["iteration"] == 5
@@ -118,7 +131,7 @@ def test_resume_restores_iteration_and_optimizer(tmp_path, phantom_datalist, cap
 
 @pytest.mark.slow
 def test_killed_training_resumes_from_its_last_checkpoint(tmp_path, phantom_datalist):
-    config = small_config(tmp_path, phantom_datalist, iterations=400, checkpoint_every=2)
+    config = tiny_train_config(tmp_path, phantom_datalist, iterations=400, checkpoint_every=2)
     recipe = tmp_path / "recipe.json"
     recipe.write_text(json.dumps(config.__dict__))
     command = [sys.executable, "-m", "medpclip.cli", "train", "--config", str(recipe)]
@@ -160,7 +173,7 @@ def test_evaluate_reports_registered_and_displaced_figures(tmp_path, phantom_dat
 
 
 def test_training_with_geometric_augmentation_runs(tmp_path, phantom_datalist):
-    final = train(small_config(tmp_path, phantom_datalist, iterations=2, displace=True))
+    final = train(tiny_train_config(tmp_path, phantom_datalist, iterations=2, displace=True))
     assert final.is_file()
     assert json.loads((final.parent / "config.json").read_text())["displace"] is True
 

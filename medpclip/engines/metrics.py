@@ -123,10 +123,16 @@ def region_metrics(
 
 @torch.no_grad()
 def image_zero_shot(
-    model: MedPCLIP, images: torch.Tensor, labels: Sequence[str], knowledge: KnowledgeBase, class_ids: Sequence[str]
-) -> dict[str, float]:
+    model: MedPCLIP,
+    images: torch.Tensor,
+    labels: Sequence[str],
+    knowledge: KnowledgeBase,
+    class_ids: Sequence[str],
+    names: Sequence[str] = (),
+) -> dict[str, object]:
     """Image-level zero-shot accuracy: global embeddings of ``images [N, 1, S, S]`` against ``class_ids`` (e.g.
-    modalities); ``labels`` are the true class ids."""
+    modalities); ``labels`` are the true class ids. With the images' ``names``, ``misses`` lists each wrong answer
+    as ``"name: true -> predicted"``."""
     model.eval()
     class_ids = list(class_ids)
     sims = (
@@ -134,7 +140,10 @@ def image_zero_shot(
     )
     predicted = [class_ids[i] for i in sims.argmax(1).tolist()]
     hits = [p == t for p, t in zip(predicted, labels, strict=True)]
-    return {"accuracy": float(np.mean(hits)), "chance": 1 / len(class_ids), "images": len(hits)}
+    out = {"accuracy": float(np.mean(hits)), "chance": 1 / len(class_ids), "images": len(hits)}
+    if names:
+        out["misses"] = [f"{n}: {t} -> {p}" for n, t, p in zip(names, labels, predicted, strict=True) if p != t]
+    return out
 
 
 @torch.no_grad()

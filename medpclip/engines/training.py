@@ -37,6 +37,7 @@ from medpclip.atomic import atomic_torch_save, atomic_write_json
 from medpclip.data.datalists import load_datalist
 from medpclip.data.dataset import ImageSliceDataset, RegionSliceDataset, collate_regions
 from medpclip.data.intensity import MODALITY_CLASSES, modality_family
+from medpclip.data.synthetic import SyntheticModalities
 from medpclip.engines.steps import RegionTrainStep, TrainingObjective
 from medpclip.engines.validation import Validator
 from medpclip.knowledge import default_knowledge_base
@@ -63,7 +64,9 @@ class TrainConfig:
     displace: float = 0.0  # geometric augmentation: chance that a training slice is rotated/scaled/shifted in frame
     vocabulary_weight: float = 1.0  # region classification over every region class of the training datalists
     modality_batch: int = 8  # images per step from the modality datalist's training split (0: none)
+    synthetic_modalities: float = 0.0  # share of X-ray and ultrasound draws simulated from the training volumes
     lr: float = 1e-3
+    vision_lr_scale: float = 0.1  # the vision tower's rate relative to lr (0.1 protects pretrained weights)
     warmup: int = 50
     eval_every: int = 250
     checkpoint_every: int = 50
@@ -205,7 +208,7 @@ def _train(config: TrainConfig, rank: int, world: int) -> Path:
         drop_last=True,
         generator=torch.Generator().manual_seed(config.seed),
     )
-    optimizer = torch.optim.AdamW(parameter_groups(model, config.lr))
+    optimizer = torch.optim.AdamW(parameter_groups(model, config.lr, vision_scale=config.vision_lr_scale))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(config.warmup, config.iterations))
     vocabulary = sorted(
         {e for i in items for e in knowledge.map_labels(i["labels"].values(), i.get("label_source")).mapped.values()}
@@ -213,7 +216,12 @@ def _train(config: TrainConfig, rank: int, world: int) -> Path:
     modality_images = None
     if config.modality_datalist and config.modality_batch:
         modality_images = _modality_batches(
-            config.modality_datalist, config.modality_batch, model.image_size, config.seed + rank
+            config.modality_datalist,
+            config.modality_batch,
+            model.image_size,
+            config.seed + rank,
+            synthetic=SyntheticModalities(items, config.seed + rank) if config.synthetic_modalities else None,
+            synthetic_share=config.synthetic_modalities,
         )
     step = RegionTrainStep(
         knowledge=knowledge,
@@ -278,10 +286,16 @@ def _train(config: TrainConfig, rank: int, world: int) -> Path:
 
 
 def _modality_batches(
-    datalist: str, batch_size: int, image_size: int, seed: int
+    datalist: str,
+    batch_size: int,
+    image_size: int,
+    seed: int,
+    synthetic: SyntheticModalities | None = None,
+    synthetic_share: float = 0.0,
 ) -> Iterator[tuple[torch.Tensor, list[str]]]:
     """Endless ``(images [N, 1, S, S], modalities)`` batches from a modality datalist's training split, each
-    modality family drawn equally often (ultrasound and radiographs are rare in the offline data)."""
+    modality family drawn equally often (ultrasound and radiographs are rare in the offline data); with
+    ``synthetic``, that share of the X-ray and ultrasound draws is simulated instead."""
     items = [i for i in load_datalist(datalist, "training") if modality_family(i.get("modality")) in MODALITY_CLASSES]
     if not items:
         raise ValueError(f"{datalist} has no training images of the modalities {', '.join(MODALITY_CLASSES)}.")
@@ -300,7 +314,12 @@ def _modality_batches(
     while True:
         picked = torch.multinomial(torch.tensor(weights), batch_size, replacement=True, generator=generator)
         samples = [dataset[readable[int(i)]] for i in picked]
-        yield torch.stack([s["image"] for s in samples]), [s["modality"] for s in samples]
+        images, modalities = [s["image"] for s in samples], [s["modality"] for s in samples]
+        for k, modality in enumerate(modalities):
+            family = modality_family(modality)
+            if synthetic and family in synthetic.FAMILIES and torch.rand(1, generator=generator) < synthetic_share:
+                images[k] = synthetic(family, image_size)
+        yield torch.stack(images), modalities
 
 
 def _attach_validation(trainer: SupervisedTrainer, model: torch.nn.Module, config: TrainConfig, log: Path) -> None:

@@ -37,6 +37,7 @@ class Validator:
     region_sets: list[RegionEvalSet] = field(default_factory=list)
     modality_images: torch.Tensor | None = None
     modality_labels: list[str] = field(default_factory=list)
+    modality_names: list[str] = field(default_factory=list)
     modality_classes: list[str] = field(default_factory=list)
     knowledge: KnowledgeBase = field(default_factory=default_knowledge_base)
 
@@ -86,12 +87,13 @@ class Validator:
             keep = [i for i, f in enumerate(families) if f in MODALITY_CLASSES]
             validator.modality_images = torch.stack([samples_[i]["image"] for i in keep])
             validator.modality_labels = [knowledge.lookup(MODALITY_CLASSES[families[i]]).id for i in keep]
+            validator.modality_names = [Path(samples_[i]["source"]).name for i in keep]
         return validator
 
     @torch.no_grad()
-    def __call__(self, model: MedPCLIP) -> dict[str, float]:
+    def __call__(self, model: MedPCLIP) -> dict[str, object]:
         """All metrics as one flat dict (``<set>/<metric>``)."""
-        out: dict[str, float] = {}
+        out: dict[str, object] = {}
         for s in self.region_sets:
             metrics = region_metrics(model, s.batches, self.knowledge, s.class_ids, modality=s.modality)
             out.update({f"{s.name}/{k}": v for k, v in metrics.items()})
@@ -102,7 +104,12 @@ class Validator:
                         out[f"{s.name}/dice_{clicks}_clicks"] = dice
         if self.modality_images is not None:
             metrics = image_zero_shot(
-                model, self.modality_images, self.modality_labels, self.knowledge, self.modality_classes
+                model,
+                self.modality_images,
+                self.modality_labels,
+                self.knowledge,
+                self.modality_classes,
+                self.modality_names,
             )
             out.update({f"modality/{k}": v for k, v in metrics.items()})
         return out

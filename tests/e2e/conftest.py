@@ -8,36 +8,21 @@ ports, so it does not collide with a stack started by ``make stack`` on the defa
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK_SCRIPT = ROOT / "scripts" / "start_stack.sh"
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-
-
-def load_stack_studies():
-    """``scripts/stack_studies.py`` as a module (scripts/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("stack_studies", ROOT / "scripts" / "stack_studies.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("stack_studies", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+free_port = load_script("monailabel_server").free_port
 
 
 class Stack:
@@ -45,8 +30,8 @@ class Stack:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.orthanc_port = int(os.environ.get("E2E_ORTHANC_PORT") or _free_port())
-        self.monailabel_port = int(os.environ.get("E2E_MONAILABEL_PORT") or _free_port())
+        self.orthanc_port = int(os.environ.get("E2E_ORTHANC_PORT") or free_port())
+        self.monailabel_port = int(os.environ.get("E2E_MONAILABEL_PORT") or free_port())
         self.orthanc_url = f"http://127.0.0.1:{self.orthanc_port}"
         self.monailabel_url = f"http://127.0.0.1:{self.monailabel_port}"
         self.timings: dict[str, float] = {}
@@ -90,7 +75,7 @@ def _require_packages(stack: Stack) -> None:
 
 @pytest.fixture(scope="session")
 def stack_studies():
-    return load_stack_studies()
+    return load_script("stack_studies")
 
 
 @pytest.fixture(scope="session")

@@ -55,35 +55,6 @@ def png_header_only(path: Path, width: int, height: int) -> Path:
     return path
 
 
-def write_ct_dicom(path: Path, rows: int = 32, columns: int = 40, *, pixels: bool = True) -> Path:
-    """One CT slice (HU through rescale) with file meta; ``pixels=False`` leaves the pixel data out, so the
-    header may declare any size."""
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ImplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ImplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.Modality, ds.PatientName, ds.PatientID = "CT", "Robustness^Phantom", "0"
-    ds.Rows, ds.Columns = rows, columns
-    ds.PixelSpacing, ds.SliceThickness = [0.8, 0.8], 2.0
-    ds.ImagePositionPatient, ds.ImageOrientationPatient = [0, 0, 0], [1, 0, 0, 0, 1, 0]
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
-    if pixels:
-        hu = np.full((rows, columns), -1000.0)
-        hu[rows // 4 : rows // 2, columns // 4 : columns // 2] = 40.0
-        ds.PixelData = (hu + 1024).astype(np.uint16).tobytes()
-    ds.is_little_endian, ds.is_implicit_VR = True, True
-    ds.save_as(str(path), write_like_original=False)
-    return path
-
-
 # ------------------------------------------------------------------------------------------------ assertions
 
 

@@ -28,9 +28,9 @@ from battery import (
     nifti_header_only,
     png_bytes,
     png_header_only,
-    write_ct_dicom,
     write_nifti,
 )
+from helpers import write_ct_dicom
 
 import medpclip.atomic
 import medpclip.inference.images
@@ -134,7 +134,7 @@ BAD_IMAGES = {
     "huge nifti header": ("huge.nii", lambda p, g: nifti_header_only(p, (4096, 4096, 4096)), "more than the limit"),
     "huge dicom header": (
         "huge.dcm",
-        lambda p, g: write_ct_dicom(p, rows=65535, columns=65535, pixels=False),
+        lambda p, g: write_ct_dicom(p, shape=(65535, 65535), pixels=False),
         "more than the limit",
     ),
     "png decompression bomb": ("bomb.png", lambda p, g: png_header_only(p, 40000, 40000), "cannot read"),

@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 import torch
 from battery import assert_no_temporaries, assert_one_line_error
+from helpers import tiny_train_config
 
-from medpclip.engines.training import TrainConfig, train
+from medpclip.engines.training import train
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.usefixtures("quick_step")
@@ -50,25 +51,9 @@ def quick_step(monkeypatch) -> None:
     monkeypatch.setattr(medpclip.engines.training, "RegionTrainStep", QuickStep)
 
 
-def tiny_recipe(tmp_path: Path, datalist: Path, **changes: object) -> TrainConfig:
-    settings = dict(
-        out_dir=str(tmp_path / "run"),
-        train_datalists=[str(datalist)],
-        iterations=3,
-        batch_size=2,
-        num_regions=2,
-        modality_batch=0,
-        eval_every=100,
-        checkpoint_every=1,
-        num_workers=0,
-        warmup=1,
-    )
-    return TrainConfig(**{**settings, **changes})
-
-
 def write_recipe(tmp_path: Path, datalist: Path, **changes: object) -> Path:
     path = tmp_path / "recipe.json"
-    path.write_text(json.dumps(tiny_recipe(tmp_path, datalist, **changes).__dict__))
+    path.write_text(json.dumps(tiny_train_config(tmp_path, datalist, **changes).__dict__))
     return path
 
 
@@ -121,7 +106,7 @@ def test_disk_full_at_a_checkpoint_then_the_restart_resumes(tmp_path, phantom_da
     """The second checkpoint hits a full disk: one clear error, the first checkpoint intact, nothing partial. Once
     there is room again the restart resumes from that checkpoint, skipping what else a crash may have left (an
     unreadable checkpoint, a temporary file), and continues the optimizer."""
-    config = tiny_recipe(tmp_path, phantom_datalist, iterations=3)
+    config = tiny_train_config(tmp_path, phantom_datalist, iterations=3)
     run = Path(config.out_dir)
     checkpoints_saved = []
 
@@ -157,7 +142,7 @@ def test_disk_full_at_a_checkpoint_then_the_restart_resumes(tmp_path, phantom_da
 
 
 def test_disk_full_writing_the_model_leaves_no_partial_file(tmp_path, phantom_datalist, monkeypatch):
-    config = tiny_recipe(tmp_path, phantom_datalist, iterations=1)
+    config = tiny_train_config(tmp_path, phantom_datalist, iterations=1)
     run = Path(config.out_dir)
     fail_saves(monkeypatch, lambda obj: "format" in obj)  # the model.pt payload, not the trainer checkpoints
     with pytest.raises(ValueError, match=r"cannot write model .*model\.pt \(No space left on device\)"):
@@ -171,7 +156,7 @@ def test_disk_full_writing_the_model_leaves_no_partial_file(tmp_path, phantom_da
 
 
 def test_checkpoint_of_another_recipe_is_a_clear_error(tmp_path, phantom_datalist):
-    config = tiny_recipe(tmp_path, phantom_datalist)
+    config = tiny_train_config(tmp_path, phantom_datalist)
     folder = Path(config.out_dir) / "checkpoints"
     folder.mkdir(parents=True)
     other = {"model": {"other.weight": torch.zeros(2)}, "optimizer": {}, "scheduler": {}, "trainer": {}}
@@ -181,7 +166,7 @@ def test_checkpoint_of_another_recipe_is_a_clear_error(tmp_path, phantom_datalis
 
 
 def test_restarting_a_finished_run_does_not_train_past_its_budget(tmp_path, phantom_datalist, capsys):
-    config = tiny_recipe(tmp_path, phantom_datalist, iterations=2)
+    config = tiny_train_config(tmp_path, phantom_datalist, iterations=2)
     train(config)
     capsys.readouterr()
     train(config)

@@ -52,7 +52,9 @@ class InteractiveSegmentation(MedPCLIPTask):
         if not given.positives and box is None:
             raise invalid("MedP-CLIP segments what you point at: place at least one foreground point or a box.")
         name, value = self._label(request)
-        fd, out = tempfile.mkstemp(suffix=".nii.gz", prefix="medpclip_")
+        as_nrrd = request.get("result_extension") == ".nrrd"
+        # an uncompressed NIfTI when it is only read back once to become NRRD: no gzip round trip per click
+        fd, out = tempfile.mkstemp(suffix=".nii" if as_nrrd else ".nii.gz", prefix="medpclip_")
         os.close(fd)
         try:
             with self.service.predictor(request.get("modality")) as predictor:
@@ -72,7 +74,7 @@ class InteractiveSegmentation(MedPCLIPTask):
             os.unlink(out)
             raise
         summary.pop("mask")
-        if request.get("result_extension") == ".nrrd":
+        if as_nrrd:
             out = _as_nrrd(out, compress=bool(request.get("result_compress", False)))
         return out, {"label_names": {name: value}, "dropped_clicks": given.dropped, **summary}
 
