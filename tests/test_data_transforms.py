@@ -115,6 +115,24 @@ def test_sampled_prompts_lie_in_and_bound_their_region(seed):
         assert not mask[negative[:, 0], negative[:, 1]].any(), "negative clicks must lie outside the region"
 
 
+def test_box_shrink_cuts_into_regions_but_never_turns_a_box_inside_out():
+    cut = 0
+    for seed in range(12):
+        phantom = random_phantom(seed, size=64)
+        sampler = SampleRegionPromptsd(num_regions=5, box_jitter=0.0, box_shrink=0.45).set_random_state(seed)
+        out = sampler({"label": phantom.labels[None], "label_names": phantom.names})
+        for mask, box in zip(out["region_masks"].bool(), out["region_boxes"], strict=True):
+            rows, cols = torch.nonzero(mask, as_tuple=True)
+            i0, j0, i1, j1 = box.tolist()
+            assert i0 <= i1 and j0 <= j1, "a valid box, also around a one-voxel-thin region"
+            bounds = (rows.min().item(), cols.min().item(), rows.max().item(), cols.max().item())
+            assert bounds[0] <= i0 and bounds[1] <= j0 and i1 <= bounds[2] and j1 <= bounds[3], "only ever shrunk"
+            cut += (i0, j0, i1, j1) != bounds
+    assert cut > 30, f"most boxes cut into their region ({cut} of 60)"
+    with pytest.raises(ValueError, match="box_shrink"):
+        SampleRegionPromptsd(box_shrink=0.5)
+
+
 def test_region_sampling_is_deterministic_and_distinct():
     _, labels = phantom_slice(size=64)
     data = {"label": labels[None], "label_names": NAMES}

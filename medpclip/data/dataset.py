@@ -120,6 +120,7 @@ class RegionSliceDataset(_SliceDataset):
         samples_per_item: int = 1,
         whole_image_prob: float = 0.0,
         displace: float = 0.0,
+        box_shrink: float = 0.0,
         knowledge: KnowledgeBase | None = None,
         cache_size: int = 8,
     ) -> None:
@@ -135,7 +136,7 @@ class RegionSliceDataset(_SliceDataset):
             [
                 *slice_transforms(["image", "label"], image_size),
                 *(displace_transforms(image_size, float(displace)) if displace else []),
-                SampleRegionPromptsd(num_regions=num_regions, whole_image_prob=whole_image_prob),
+                SampleRegionPromptsd(num_regions=num_regions, whole_image_prob=whole_image_prob, box_shrink=box_shrink),
                 RegionCaptionsd(self.knowledge),
             ]
         )

@@ -26,7 +26,8 @@ class SampleRegionPromptsd(Randomizable, MapTransform):
 
     * ``region_masks`` ``[R, H, W]`` float target masks (all ones for the whole image);
     * ``region_boxes`` ``[R, 4]`` ``(i0, j0, i1, j1)``: the mask's bounding box, enlarged on each side by up to
-      ``box_jitter`` of its size (never shrunk, so it always bounds the mask), clipped to the image;
+      ``box_jitter`` of its size, or cut into it by up to ``box_shrink`` (0: never, so it always bounds the mask;
+      a propagated box, the previous slice's, need not bound this slice's structure), clipped to the image;
     * ``region_points`` ``[R, K, 2]`` / ``region_point_labels`` ``[R, K]``: 1..``max_positive`` clicks drawn from
       the mask's voxels, 0..``max_negative`` from outside it (preferably inside the box), padded with ``-1``;
     * ``region_names`` (the label names from ``d[names_key]``, or :data:`WHOLE_IMAGE`) and ``region_values``.
@@ -44,17 +45,19 @@ class SampleRegionPromptsd(Randomizable, MapTransform):
         max_positive: int = 2,
         max_negative: int = 1,
         box_jitter: float = 0.1,
+        box_shrink: float = 0.0,
         min_area: int = 4,
         whole_image_prob: float = 0.0,
     ) -> None:
         MapTransform.__init__(self, [label_key])
         if num_regions < 1 or max_positive < 1 or max_negative < 0:
             raise ValueError("need num_regions >= 1, max_positive >= 1 and max_negative >= 0.")
-        if not 0 <= whole_image_prob <= 1 or box_jitter < 0:
-            raise ValueError("need 0 <= whole_image_prob <= 1 and box_jitter >= 0.")
+        if not 0 <= whole_image_prob <= 1 or box_jitter < 0 or not 0 <= box_shrink < 0.5:
+            raise ValueError("need 0 <= whole_image_prob <= 1, box_jitter >= 0 and 0 <= box_shrink < 0.5.")
         self.label_key, self.names_key, self.parts_key = label_key, names_key, parts_key
         self.num_regions, self.max_positive, self.max_negative = num_regions, max_positive, max_negative
-        self.box_jitter, self.min_area, self.whole_image_prob = box_jitter, min_area, whole_image_prob
+        self.box_jitter, self.box_shrink = box_jitter, box_shrink
+        self.min_area, self.whole_image_prob = min_area, whole_image_prob
 
     def randomize(self, data: object = None) -> None:  # randomness is drawn per region in __call__
         pass
@@ -109,12 +112,12 @@ class SampleRegionPromptsd(Randomizable, MapTransform):
     def _box(self, mask: np.ndarray) -> np.ndarray:
         rows, cols = np.nonzero(mask)
         i0, i1, j0, j1 = rows.min(), rows.max(), cols.min(), cols.max()
-        grow = self.R.uniform(0, self.box_jitter, 4) * np.array([i1 - i0 + 1, j1 - j0 + 1] * 2)
+        grow = self.R.uniform(-self.box_shrink, self.box_jitter, 4) * np.array([i1 - i0 + 1, j1 - j0 + 1] * 2)
         h, w = mask.shape
-        return np.array(
-            [max(i0 - grow[0], 0), max(j0 - grow[1], 0), min(i1 + grow[2], h - 1), min(j1 + grow[3], w - 1)],
-            np.float32,
-        )
+        lo = np.maximum([i0 - grow[0], j0 - grow[1]], 0)
+        hi = np.minimum([i1 + grow[2], j1 + grow[3]], [h - 1, w - 1])
+        middle = (lo + hi) / 2  # a box cut from both sides of a thin mask must not turn inside out
+        return np.concatenate([np.minimum(lo, middle), np.maximum(hi, middle)]).astype(np.float32)
 
     def _clicks(self, mask: np.ndarray, box: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         points = np.zeros((k, 2), np.float32)

@@ -62,6 +62,7 @@ class TrainConfig:
     num_regions: int = 8
     whole_image_prob: float = 0.05
     displace: float = 0.0  # geometric augmentation: chance that a training slice is rotated/scaled/shifted in frame
+    box_shrink: float = 0.0  # box prompts may cut this share of the mask's extent per side (as propagated boxes do)
     vocabulary_weight: float = 1.0  # region classification over every region class of the training datalists
     modality_batch: int = 8  # images per step from the modality datalist's training split (0: none)
     synthetic_modalities: float = 0.0  # share of X-ray and ultrasound draws simulated from the training volumes
@@ -195,6 +196,7 @@ def _train(config: TrainConfig, rank: int, world: int) -> Path:
         samples_per_item=64,
         whole_image_prob=config.whole_image_prob,
         displace=config.displace,
+        box_shrink=config.box_shrink,
     ).set_random_state(config.seed + rank)
     sampler = DistributedSampler(dataset, world, rank, seed=config.seed, drop_last=True) if world > 1 else None
     loader = DataLoader(
