@@ -129,6 +129,12 @@ def test_box_shrink_cuts_into_regions_but_never_turns_a_box_inside_out():
             assert bounds[0] <= i0 and bounds[1] <= j0 and i1 <= bounds[2] and j1 <= bounds[3], "only ever shrunk"
             cut += (i0, j0, i1, j1) != bounds
     assert cut > 30, f"most boxes cut into their region ({cut} of 60)"
+    edge = np.zeros((1, 16, 16), np.int64)
+    edge[0, 15, 3:9] = 1  # one voxel thin, on the last row: a cut must not push the box off the image
+    for seed in range(20):
+        sampler = SampleRegionPromptsd(num_regions=1, box_jitter=0.0, box_shrink=0.45).set_random_state(seed)
+        i0, j0, i1, j1 = sampler({"label": edge, "label_names": {1: "liver"}})["region_boxes"][0].tolist()
+        assert 0 <= i0 <= i1 <= 15 and 0 <= j0 <= j1 <= 15
     with pytest.raises(ValueError, match="box_shrink"):
         SampleRegionPromptsd(box_shrink=0.5)
 

@@ -114,8 +114,8 @@ class SampleRegionPromptsd(Randomizable, MapTransform):
         i0, i1, j0, j1 = rows.min(), rows.max(), cols.min(), cols.max()
         grow = self.R.uniform(-self.box_shrink, self.box_jitter, 4) * np.array([i1 - i0 + 1, j1 - j0 + 1] * 2)
         h, w = mask.shape
-        lo = np.maximum([i0 - grow[0], j0 - grow[1]], 0)
-        hi = np.minimum([i1 + grow[2], j1 + grow[3]], [h - 1, w - 1])
+        lo = np.clip([i0 - grow[0], j0 - grow[1]], 0, [h - 1, w - 1])
+        hi = np.clip([i1 + grow[2], j1 + grow[3]], 0, [h - 1, w - 1])
         middle = (lo + hi) / 2  # a box cut from both sides of a thin mask must not turn inside out
         return np.concatenate([np.minimum(lo, middle), np.maximum(hi, middle)]).astype(np.float32)
 
