@@ -1,5 +1,5 @@
-"""Helpers shared by test modules (``tests`` is on pytest's ``pythonpath``): scripts as modules, a tiny training
-recipe and a one-slice DICOM CT writer."""
+"""Helpers shared by test modules (``tests`` is on pytest's ``pythonpath``): the shipped checkpoint and a mark for
+tests that need it, scripts as modules, a tiny training recipe and a one-slice DICOM CT writer."""
 
 from __future__ import annotations
 
@@ -9,10 +9,13 @@ from pathlib import Path
 from types import ModuleType
 
 import numpy as np
+import pytest
 
 from medpclip.engines.training import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ROOT / "bundle" / "models" / "model.pt"
+needs_checkpoint = pytest.mark.skipif(not SHIPPED.is_file(), reason="this tree has no bundle/models/model.pt")
 
 
 def load_script(name: str) -> ModuleType:

@@ -13,13 +13,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from helpers import SHIPPED
 
 from medpclip.networks import GuidanceSegmentationNet, build_model, load_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "bundle" / "configs"
 SCHEMA = ROOT / "bundle" / "schema" / "meta_schema_20240725.json"
-SHIPPED = ROOT / "bundle" / "models" / "model.pt"
 
 
 def monai_bundle(*args: str, cwd: Path, runner: tuple[str, ...] = (sys.executable, "-m")) -> str:

@@ -18,11 +18,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from helpers import write_ct_dicom
+from helpers import SHIPPED, needs_checkpoint, write_ct_dicom
 from PIL import Image
 
 import medpclip.networks
-from medpclip import bundle_dir
 from medpclip.cli import main
 from medpclip.inference import (
     SlicePrompt,
@@ -35,7 +34,6 @@ from medpclip.inference import (
 )
 from medpclip.inference.volume import PRIOR_LOGIT
 
-SHIPPED = Path(bundle_dir()) / "models" / "model.pt"
 SHAPE_2D = (48, 40)
 SHAPE_3D = (40, 36, 6)  # the CLI volume: few slices keep propagation quick
 VOLUME = (40, 36, 10)  # resolve_prompt's unit tests (no image needed)
@@ -45,8 +43,6 @@ CENTER, RADIUS = (20, 18), 10  # the volume's cylinder, in (i, j) of every axial
 CLICK_3D = "20,18,2"
 BOX_3D = f"{CENTER[0] - RADIUS},{CENTER[1] - RADIUS},{CENTER[0] + RADIUS},{CENTER[1] + RADIUS}"
 LABELS = ["liver", "spleen", "a bright round lesion"]
-
-needs_checkpoint = pytest.mark.skipif(not SHIPPED.is_file(), reason="this tree has no bundle/models/model.pt")
 
 
 # ----------------------------------------------------------------------------------------------------- fixtures

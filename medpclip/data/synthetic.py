@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.transforms import LoadImage
+from monai.transforms import LoadImage, ScaleIntensityRangePercentiles
 
 from medpclip.data.intensity import ModalityIntensityd, modality_family
 
@@ -60,10 +60,13 @@ def simulated_ultrasound(slice01: np.ndarray, rng: np.random.Generator, size: in
     return torch.from_numpy(_unit(image)).float()[None]
 
 
+# the scaling ModalityIntensityd gives real radiographs and ultrasound images
+_PERCENTILES = ScaleIntensityRangePercentiles(0.5, 99.5, b_min=0.0, b_max=1.0, clip=True)
+
+
 def _unit(image: np.ndarray) -> np.ndarray:
     """Percentile scaling to ``[0, 1]``, as real radiographs and ultrasound images are scaled for the model."""
-    lo, hi = np.percentile(image, (0.5, 99.5))
-    return np.clip((image - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
+    return np.asarray(_PERCENTILES(image), dtype=np.float64)
 
 
 def _resize(image: np.ndarray, size: int) -> np.ndarray:

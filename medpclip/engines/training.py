@@ -315,12 +315,15 @@ def _modality_batches(
     generator = torch.Generator().manual_seed(seed)
     while True:
         picked = torch.multinomial(torch.tensor(weights), batch_size, replacement=True, generator=generator)
-        samples = [dataset[readable[int(i)]] for i in picked]
-        images, modalities = [s["image"] for s in samples], [s["modality"] for s in samples]
-        for k, modality in enumerate(modalities):
+        images, modalities = [], []
+        for index in (readable[int(i)] for i in picked):
+            modality = items[index]["modality"]
             family = modality_family(modality)
-            if synthetic and family in synthetic.FAMILIES and torch.rand(1, generator=generator) < synthetic_share:
-                images[k] = synthetic(family, image_size)
+            simulate = (
+                synthetic and family in synthetic.FAMILIES and torch.rand(1, generator=generator) < synthetic_share
+            )
+            images.append(synthetic(family, image_size) if simulate else dataset[index]["image"])
+            modalities.append(modality)
         yield torch.stack(images), modalities
 
 

@@ -8,6 +8,7 @@ import gzip
 import io
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import nibabel as nib
 import numpy as np
@@ -67,10 +68,11 @@ def classify_volume(
 ) -> dict:
     """:func:`classify_file` on a loaded ``[1, *spatial]`` image; ``region`` is a bool mask of its shape."""
     _check_labels(labels)
-    orient, ras, prompt, ras_axis = _prompt_in_ras(volume, points, negatives, box, region, axis, slice_index)
+    orient, ras, prompt, ras_axis, ras_region = _prompt_in_ras(
+        volume, points, negatives, box, region, axis, slice_index
+    )
     only_mask = region is not None and not (prompt.points or prompt.negatives or prompt.box)
-    ras_region = orient.array(region) if only_mask else None
-    ranked = classify_region(predictor, ras, prompt, labels, ras_axis, ras_region)
+    ranked = classify_region(predictor, ras, prompt, labels, ras_axis, ras_region if only_mask else None)
     return {"labels": ranked, "slice": None if prompt.index is None else orient.slice_index(axis, prompt.index)}
 
 
@@ -114,7 +116,7 @@ def segment_volume(
     spatial = tuple(volume.shape[1:])
     if out.suffix == ".png" and len(spatial) != 2:
         raise ValueError("a PNG mask needs a 2D image; write a 3D mask as .nii.gz.")
-    orient, ras, prompt, ras_axis = _prompt_in_ras(volume, points, negatives, box, prior, axis, slice_index)
+    orient, ras, prompt, ras_axis, _ = _prompt_in_ras(volume, points, negatives, box, prior, axis, slice_index)
     logits = segment(predictor, ras, prompt, ras_axis)
     if len(spatial) == 2:
         mask = (logits > 0).numpy()
@@ -135,6 +137,14 @@ def segment_volume(
     }
 
 
+class _RasPrompt(NamedTuple):
+    orient: Reorientation
+    volume: torch.Tensor  # [C, *spatial] in RAS order
+    prompt: SlicePrompt  # in RAS voxel indices
+    axis: int  # the slice axis in RAS order
+    mask: np.ndarray | None  # the mask prompt in RAS order
+
+
 def _prompt_in_ras(
     volume: MetaTensor,
     points: Sequence[Sequence[float]],
@@ -143,26 +153,26 @@ def _prompt_in_ras(
     mask: np.ndarray | None,
     axis: int,
     slice_index: int | None,
-) -> tuple[Reorientation, torch.Tensor, SlicePrompt, int]:
+) -> _RasPrompt:
     """Check the prompts in the file's voxel indices (so errors quote what the user gave), then carry the volume
-    and the prompts into RAS order, the model's: ``(reorientation, RAS volume, RAS slice prompt, RAS axis)``."""
+    and the prompts into RAS order, the model's (each reoriented once)."""
     spatial = tuple(volume.shape[1:])
     given = {"points": points, "negatives": negatives, "box": box, "mask": mask}
     prompt = resolve_prompt(spatial, **given, axis=axis, slice_index=slice_index)  # validates in the file's terms
     orient = Reorientation(spatial, getattr(volume, "affine", None))
     if orient.is_identity:
-        return orient, volume, prompt, axis
-    ras = orient.volume(volume)
+        return _RasPrompt(orient, volume, prompt, axis, mask)
+    ras, ras_mask = orient.volume(volume), None if mask is None else orient.array(mask)
     prompt = resolve_prompt(
         tuple(ras.shape[1:]),
         points=[orient.index(p) for p in points],
         negatives=[orient.index(p) for p in negatives],
         box=None if box is None else orient.box(box, axis),
-        mask=None if mask is None else orient.array(mask),
+        mask=ras_mask,
         axis=orient.axis(axis),
         slice_index=None if slice_index is None else orient.slice_index(axis, slice_index),
     )
-    return orient, ras, prompt, orient.axis(axis)
+    return _RasPrompt(orient, ras, prompt, orient.axis(axis), ras_mask)
 
 
 def segment_and_classify(

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from battery import SHAPE_2D, SHAPE_3D, SHIPPED, write_nifti
-from helpers import write_ct_dicom
+from battery import SHAPE_2D, SHAPE_3D, write_nifti
+from helpers import SHIPPED, write_ct_dicom
 
 import medpclip.networks
 from medpclip.cli import main

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from battery import SHIPPED, assert_one_line_error, files_under, needs_checkpoint
+from battery import assert_one_line_error, files_under
+from helpers import SHIPPED, needs_checkpoint
 
 from medpclip.networks import GuidanceSegmentationNet, build_model, load_checkpoint, load_weights, save_checkpoint
 from medpclip.networks.factory import CHECKPOINT_FORMAT

@@ -24,13 +24,12 @@ from battery import (
     assert_no_temporaries,
     assert_one_line_error,
     files_under,
-    needs_checkpoint,
     nifti_header_only,
     png_bytes,
     png_header_only,
     write_nifti,
 )
-from helpers import write_ct_dicom
+from helpers import needs_checkpoint, write_ct_dicom
 
 import medpclip.atomic
 import medpclip.inference.images

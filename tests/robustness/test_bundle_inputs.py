@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from battery import SHIPPED, nifti_header_only, write_nifti
+from battery import nifti_header_only, write_nifti
+from helpers import SHIPPED, needs_checkpoint
 from monai.bundle import run as bundle_run
 
 from medpclip.cli import one_line_errors
@@ -23,7 +24,6 @@ from medpclip.cli import one_line_errors
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "bundle" / "configs" / "inference.json"
 
-needs_checkpoint = pytest.mark.skipif(not SHIPPED.is_file(), reason="this tree has no bundle/models/model.pt")
 pytestmark = pytest.mark.filterwarnings("ignore:parsing config_file")  # MONAI's notice that configs run code
 
 
