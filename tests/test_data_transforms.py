@@ -115,6 +115,42 @@ def test_sampled_prompts_lie_in_and_bound_their_region(seed):
         assert not mask[negative[:, 0], negative[:, 1]].any(), "negative clicks must lie outside the region"
 
 
+def test_neighbour_slices_lie_one_to_k_steps_away_along_the_same_axis():
+    volume = torch.arange(20).float().view(1, 1, 1, 20).expand(1, 4, 5, 20).clone()
+    sampler = SampleSliced(keys=["image", "label"], neighbours=3, neighbour_keys="label").set_random_state(0)
+    offsets = set()
+    for _ in range(80):
+        out = sampler({"image": volume, "label": volume + 100, "axis": 2})
+        k, n = out["slice_index"], int(out["label_neighbour"][0, 0, 0].item()) - 100
+        assert out["image"][0, 0, 0].item() == k and out["label_neighbour"].shape == (1, 4, 5)
+        assert 0 <= n < 20 and abs(n - k) <= 3 and (n != k or k in (0, 19)), "1..3 steps away, clipped at the ends"
+        offsets.add(n - k)
+    assert {-3, -2, -1, 1, 2, 3} <= offsets
+    assert "image_neighbour" not in out, "only the neighbour keys get a neighbour"
+    flat = sampler({"image": volume[..., 0], "label": volume[..., 0]})
+    assert torch.equal(flat["label_neighbour"], flat["label"]), "a 2D input is its own neighbour"
+    plain = SampleSliced(keys=["image", "label"]).set_random_state(0)({"image": volume, "label": volume, "axis": 2})
+    assert "label_neighbour" not in plain
+
+
+def test_region_priors_are_prompted_from_the_neighbouring_slice_as_propagation_prompts_them():
+    labels = np.zeros((1, 32, 32), np.int64)
+    labels[0, 8:20, 8:20], labels[0, 2:6, 2:6] = 1, 2
+    neighbour = np.zeros_like(labels)
+    neighbour[0, 10:24, 9:22] = 1  # the structure moved and grew; label 2 is absent on the neighbouring slice
+    data = {"label": labels, "label_names": {1: "liver", 2: "spleen"}}
+    out = SampleRegionPromptsd(num_regions=2).set_random_state(0)({**data, "label_neighbour": neighbour})
+    assert sorted(out["region_values"].tolist()) == [1, 2]
+    for r, value in enumerate(out["region_values"].tolist()):
+        expected = neighbour[0] == 1 if value == 1 else labels[0] == 2  # absent there: this slice's own mask
+        assert torch.equal(out["region_prior_masks"][r].bool(), torch.from_numpy(expected))
+        i, j = out["region_prior_points"][r, 0].long().tolist()
+        assert expected[i, j], "the click lies inside the prior"
+        rows, cols = np.nonzero(expected)
+        assert out["region_prior_boxes"][r].tolist() == [rows.min(), cols.min(), rows.max(), cols.max()], "tight box"
+    assert "region_prior_masks" not in SampleRegionPromptsd(num_regions=2).set_random_state(0)(data)
+
+
 def test_box_shrink_cuts_into_regions_but_never_turns_a_box_inside_out():
     cut = 0
     for seed in range(12):

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from medpclip.data.datalists import DatalistError, datalist_form, load_datalist
-from medpclip.data.dataset import PROMPT_FORMS, RegionSliceDataset, collate_regions
+from medpclip.data.dataset import PROMPT_FORMS, PROPAGATED, RegionSliceDataset, collate_regions
 from medpclip.data.phantoms import random_phantom
 
 
@@ -122,3 +122,19 @@ def test_region_dataset_feeds_the_model(root, tiny_model):
     again = RegionSliceDataset(items, image_size=128, num_regions=3).set_random_state(0)[0]
     first = RegionSliceDataset(items, image_size=128, num_regions=3).set_random_state(0)[0]
     assert again["region_texts"] == first["region_texts"] and again["slice_index"] == first["slice_index"]
+
+
+def test_displaced_region_priors_move_with_their_slice(root):
+    items = load_datalist(write(root, "a.json", label_datalist(root)))
+    dataset = RegionSliceDataset(items, num_regions=3, samples_per_item=4, displace=1.0, prior_offset=2)
+    batch = next(iter(DataLoader(dataset.set_random_state(0), batch_size=4, collate_fn=collate_regions)))
+    assert batch.prior_masks.shape == batch.masks.shape and batch.prior_boxes.shape == (4, 3, 4)
+    overlap = (batch.prior_masks * batch.masks).flatten(2).sum(-1) / batch.masks.flatten(2).sum(-1)
+    assert overlap.mean() > 0.5, "the prior is the same structure, moved by the same displacement"
+    prompts = batch.prompts(PROPAGATED)
+    i, j = prompts.points[..., 0, :].long().unbind(-1)
+    inside = batch.prior_masks[torch.arange(4)[:, None], torch.arange(3)[None], i, j]
+    assert prompts.masks is None and inside.bool().all(), "a click inside the prior, its box; the mask stays out"
+    plain = collate_regions([RegionSliceDataset(items, num_regions=3).set_random_state(0)[0]])
+    with pytest.raises(ValueError, match="prior_offset"):
+        plain.prompts(PROPAGATED)

@@ -18,6 +18,7 @@ from medpclip.data import RegionSliceDataset, collate_regions, load_datalist
 from medpclip.engines import RegionTrainStep
 from medpclip.engines.training import latest_checkpoint, train
 from medpclip.networks import build_model, load_checkpoint
+from medpclip.networks.prompts import PRIOR_LOGIT
 
 
 @pytest.mark.parametrize("form", ["mask", "box", "points", "box+points"])
@@ -33,6 +34,26 @@ def test_train_step_losses_are_finite_and_move_the_model(phantom_datalist, form)
     assert ("mask" in losses) == (form != "mask"), "no mask loss when the prompt is the mask itself"
     sum(losses.values()).backward()
     assert model.region_encoder.fusion["3"].value_gate.grad.abs().sum() > 0
+
+
+def test_propagation_steps_feed_the_neighbouring_mask_as_the_first_prior(phantom_datalist):
+    items = load_datalist(phantom_datalist)
+    dataset = RegionSliceDataset(items, num_regions=3, prior_offset=3).set_random_state(0)
+    batch = next(iter(DataLoader(dataset, batch_size=2, collate_fn=collate_regions)))
+    torch.manual_seed(0)
+    model = build_model("tiny")
+    priors, decode = [], model.decode_masks
+
+    def spy(enc, prev_mask_logits=None):
+        priors.append(prev_mask_logits)
+        return decode(enc, prev_mask_logits)
+
+    model.decode_masks = spy
+    losses = RegionTrainStep(click_rounds=1, propagation=1.0).losses(model, batch)
+    assert torch.isfinite(losses["mask"]) and len(priors) == 1
+    assert torch.equal(priors[0], (batch.prior_masks * 2 - 1) * PRIOR_LOGIT), "the neighbour's mask as +-8 logits"
+    with pytest.raises(ValueError, match="propagation"):
+        RegionTrainStep(propagation=1.5)
 
 
 def test_vocabulary_and_modality_image_terms_train(phantom_datalist):

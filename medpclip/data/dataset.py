@@ -22,9 +22,10 @@ from medpclip.data.slicing import SampleSliced
 from medpclip.knowledge import KnowledgeBase, default_knowledge_base
 from medpclip.networks.prompts import RegionPrompts
 
-__all__ = ["PROMPT_FORMS", "ImageSliceDataset", "RegionBatch", "RegionSliceDataset", "collate_regions"]
+__all__ = ["PROMPT_FORMS", "PROPAGATED", "ImageSliceDataset", "RegionBatch", "RegionSliceDataset", "collate_regions"]
 
 PROMPT_FORMS = ("mask", "box", "points", "box+points")
+PROPAGATED = "propagated"  # the prompt form of slice propagation (needs a dataset with prior_offset > 0)
 
 
 def preprocess_transform(keys: list[str]) -> Compose:
@@ -34,12 +35,15 @@ def preprocess_transform(keys: list[str]) -> Compose:
     )
 
 
-def slice_transforms(keys: list[str], image_size: int) -> list:
-    """Random per sample: one slice inside the item's slab, resized (longest side) and padded to a square."""
+def slice_transforms(keys: list[str], image_size: int, neighbours: int = 0) -> list:
+    """Random per sample: one slice inside the item's slab, resized (longest side) and padded to a square. The
+    first key is the image; with ``neighbours``, the second (the label) also gives ``"<key>_neighbour"``."""
+    extra = [f"{keys[1]}_neighbour"] if neighbours else []
+    out = [*keys, *extra]
     return [
-        SampleSliced(keys=keys),
-        Resized(keys=keys, spatial_size=image_size, size_mode="longest", mode=("area", "nearest")[: len(keys)]),
-        SpatialPadd(keys=keys, spatial_size=(image_size, image_size)),
+        SampleSliced(keys=keys, neighbours=neighbours, neighbour_keys=keys[1:2]),
+        Resized(keys=out, spatial_size=image_size, size_mode="longest", mode=["area"] + ["nearest"] * (len(out) - 1)),
+        SpatialPadd(keys=out, spatial_size=(image_size, image_size)),
     ]
 
 
@@ -108,6 +112,9 @@ class RegionSliceDataset(_SliceDataset):
             shift +-20 %, orientation kept) so that a region cannot be named from its position alone; the
             undisplaced label map is kept to report the position-only guess (``region_position_guess``: the label
             an atlas lookup at the mask's voxels gives).
+        prior_offset: with ``> 0``, each region also comes as slice propagation prompts it: its mask on a slice 1 to
+            ``prior_offset`` steps away as the prior, a click inside that mask and its tight box (``region_prior_*``,
+            see :class:`~medpclip.data.regions.SampleRegionPromptsd`; the ``propagated`` form of :class:`RegionBatch`).
         cache_size: preprocessed volumes kept per process.
     """
 
@@ -121,6 +128,7 @@ class RegionSliceDataset(_SliceDataset):
         whole_image_prob: float = 0.0,
         displace: float = 0.0,
         box_shrink: float = 0.0,
+        prior_offset: int = 0,
         knowledge: KnowledgeBase | None = None,
         cache_size: int = 8,
     ) -> None:
@@ -134,8 +142,8 @@ class RegionSliceDataset(_SliceDataset):
         self.samples_per_item = samples_per_item
         self.sample = Compose(
             [
-                *slice_transforms(["image", "label"], image_size),
-                *(displace_transforms(image_size, float(displace)) if displace else []),
+                *slice_transforms(["image", "label"], image_size, prior_offset),
+                *(displace_transforms(image_size, float(displace), with_prior=prior_offset > 0) if displace else []),
                 SampleRegionPromptsd(num_regions=num_regions, whole_image_prob=whole_image_prob, box_shrink=box_shrink),
                 RegionCaptionsd(self.knowledge),
             ]
@@ -176,18 +184,19 @@ class RegionSliceDataset(_SliceDataset):
         return guesses
 
 
-def displace_transforms(image_size: int, prob: float = 1.0) -> list:
-    """Keep the registered label map as ``atlas``, then (with chance ``prob``) move image and label together
-    inside the frame."""
+def displace_transforms(image_size: int, prob: float = 1.0, with_prior: bool = False) -> list:
+    """Keep the registered label map as ``atlas``, then (with chance ``prob``) move image and label (and the
+    neighbouring slice's label) together inside the frame."""
+    labels = ["label", "label_neighbour"] if with_prior else ["label"]
     return [
         CopyItemsd(keys="label", names="atlas"),
         RandAffined(
-            keys=["image", "label"],
+            keys=["image", *labels],
             prob=prob,
             rotate_range=0.35,
             scale_range=0.2,
             translate_range=(0.2 * image_size, 0.2 * image_size),
-            mode=("bilinear", "nearest"),
+            mode=["bilinear"] + ["nearest"] * len(labels),
             padding_mode="zeros",
         ),
     ]
@@ -205,6 +214,8 @@ class RegionBatch:
         modalities: ``B`` modality names (``"CT"``, ``"MR T1"``, ...) or None.
         position_guess: for displaced samples, ``B`` lists of ``R`` position-only guesses (entry ids or None).
         laterality_visible: ``B`` flags, False for sagittal slices (left and right twins look the same there).
+        prior_masks, prior_points, prior_boxes: ``[B, R, S, S]``, ``[B, R, 1, 2]``, ``[B, R, 4]``: each region as
+            slice propagation prompts it (from a neighbouring slice), when the dataset draws them.
     """
 
     images: torch.Tensor
@@ -218,15 +229,23 @@ class RegionBatch:
     modalities: list[str | None]
     position_guess: list[list[str | None]] | None = None
     laterality_visible: list[bool] | None = None
+    prior_masks: torch.Tensor | None = None
+    prior_points: torch.Tensor | None = None
+    prior_boxes: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> RegionBatch:
-        tensors = ("images", "masks", "boxes", "points", "point_labels")
-        return replace(self, **{name: getattr(self, name).to(device) for name in tensors})
+        tensors = ("images", "masks", "boxes", "points", "point_labels", "prior_masks", "prior_points", "prior_boxes")
+        return replace(self, **{n: getattr(self, n).to(device) for n in tensors if getattr(self, n) is not None})
 
     def prompts(self, form: str) -> RegionPrompts:
-        """The regions as prompts of one form: ``mask``, ``box``, ``points`` or ``box+points``."""
+        """The regions as prompts of one form: ``mask``, ``box``, ``points``, ``box+points`` or ``propagated`` (a
+        click inside the neighbouring slice's mask and that mask's box; the mask itself is the decoder's prior)."""
+        if form == PROPAGATED:
+            if self.prior_masks is None:
+                raise ValueError("the propagated prompt form needs a dataset that draws priors (prior_offset > 0).")
+            return RegionPrompts(points=self.prior_points, boxes=self.prior_boxes)
         if form not in PROMPT_FORMS:
-            raise ValueError(f"prompt form {form!r} is not one of {', '.join(PROMPT_FORMS)}.")
+            raise ValueError(f"prompt form {form!r} is not one of {', '.join(PROMPT_FORMS)}, {PROPAGATED}.")
         if form == "mask":
             return RegionPrompts(masks=self.masks)
         boxes = self.boxes if "box" in form else None
@@ -248,4 +267,9 @@ def collate_regions(samples: list[dict]) -> RegionBatch:
         modalities=[s["modality"] for s in samples],
         position_guess=[s["region_position_guess"] for s in samples] if "region_position_guess" in samples[0] else None,
         laterality_visible=[bool(s.get("laterality_visible", True)) for s in samples],
+        **{
+            f"prior_{name}": torch.stack([s[f"region_prior_{name}"] for s in samples])
+            for name in ("masks", "points", "boxes")
+            if "region_prior_masks" in samples[0]
+        },
     )

@@ -11,7 +11,7 @@ from monai.transforms import MapTransform, Randomizable
 
 from medpclip.data.intensity import modality_family
 from medpclip.knowledge import KnowledgeBase, default_knowledge_base
-from medpclip.networks.prompts import NEGATIVE, PADDING, POSITIVE
+from medpclip.networks.prompts import NEGATIVE, PADDING, POSITIVE, mask_prompt
 
 __all__ = ["WHOLE_IMAGE", "SampleRegionPromptsd", "RegionCaptionsd", "label_parts"]
 
@@ -34,6 +34,12 @@ class SampleRegionPromptsd(Randomizable, MapTransform):
 
     ``d[parts_key]`` (optional, value -> values) makes a region's mask the union of its parts, e.g. the liver
     including the tumours inside it (see :func:`label_parts`).
+
+    Where ``d[prior_key]`` holds the label map of a neighbouring slice (see ``SampleSliced(neighbours=...)``), each
+    region is also prompted as slice propagation prompts it (:func:`~medpclip.networks.prompts.mask_prompt`):
+    ``region_prior_masks`` ``[R, H, W]`` (the region on the neighbouring slice, or on this one where it is absent
+    there), ``region_prior_points`` ``[R, 1, 2]`` (the prior's deepest voxel) and ``region_prior_boxes`` ``[R, 4]``
+    (its tight box).
     """
 
     def __init__(
@@ -41,6 +47,7 @@ class SampleRegionPromptsd(Randomizable, MapTransform):
         label_key: str = "label",
         names_key: str = "label_names",
         parts_key: str = "label_parts",
+        prior_key: str = "label_neighbour",
         num_regions: int = 4,
         max_positive: int = 2,
         max_negative: int = 1,
@@ -55,6 +62,7 @@ class SampleRegionPromptsd(Randomizable, MapTransform):
         if not 0 <= whole_image_prob <= 1 or box_jitter < 0 or not 0 <= box_shrink < 0.5:
             raise ValueError("need 0 <= whole_image_prob <= 1, box_jitter >= 0 and 0 <= box_shrink < 0.5.")
         self.label_key, self.names_key, self.parts_key = label_key, names_key, parts_key
+        self.prior_key = prior_key
         self.num_regions, self.max_positive, self.max_negative = num_regions, max_positive, max_negative
         self.box_jitter, self.box_shrink = box_jitter, box_shrink
         self.min_area, self.whole_image_prob = min_area, whole_image_prob
@@ -64,10 +72,7 @@ class SampleRegionPromptsd(Randomizable, MapTransform):
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)
-        labels = np.asarray(d[self.label_key]).astype(np.int64)
-        labels = labels[0] if labels.ndim == 3 else labels
-        if labels.ndim != 2:
-            raise ValueError(f"region sampling needs a 2D label map, got shape {list(labels.shape)}.")
+        labels = _label_map(d[self.label_key])
         names = {int(k): v for k, v in (d.get(self.names_key) or {}).items()}
         parts = {int(k): [int(p) for p in v] for k, v in (d.get(self.parts_key) or {}).items()}
         values, counts = np.unique(labels[labels > 0], return_counts=True)
@@ -79,7 +84,7 @@ class SampleRegionPromptsd(Randomizable, MapTransform):
         points = np.zeros((len(chosen), k, 2), np.float32)
         point_labels = np.full((len(chosen), k), PADDING, np.int64)
         for r, value in enumerate(chosen):
-            mask = np.ones_like(labels, bool) if value == 0 else np.isin(labels, parts.get(value, [value]))
+            mask = _region(labels, value, parts)
             masks[r] = mask
             boxes[r] = self._box(mask)
             if value != 0:
@@ -95,7 +100,25 @@ class SampleRegionPromptsd(Randomizable, MapTransform):
             region_names=[names[v] if v else WHOLE_IMAGE for v in chosen],
             region_values=torch.tensor(chosen, dtype=torch.long),
         )
+        if self.prior_key in d:
+            d.update(self._priors(_label_map(d[self.prior_key]), chosen, parts, masks > 0.5))
         return d
+
+    @staticmethod
+    def _priors(neighbour: np.ndarray, chosen: list[int], parts: dict, masks: np.ndarray) -> dict[str, torch.Tensor]:
+        priors = np.zeros_like(masks, np.float32)
+        points = np.zeros((len(chosen), 1, 2), np.float32)
+        boxes = np.zeros((len(chosen), 4), np.float32)
+        for r, value in enumerate(chosen):
+            prior = _region(neighbour, value, parts)
+            prior = prior if prior.any() else masks[r]
+            priors[r] = prior
+            points[r, 0], boxes[r] = mask_prompt(prior)
+        return {
+            "region_prior_masks": torch.from_numpy(priors),
+            "region_prior_points": torch.from_numpy(points),
+            "region_prior_boxes": torch.from_numpy(boxes),
+        }
 
     def _choose(self, present: list[int]) -> list[int]:
         chosen = []
@@ -138,6 +161,20 @@ class SampleRegionPromptsd(Randomizable, MapTransform):
                 points[n_pos : n_pos + n_neg] = outside[self.R.randint(len(outside), size=n_neg)]
                 labels[n_pos : n_pos + n_neg] = NEGATIVE
         return points, labels
+
+
+def _label_map(labels: object) -> np.ndarray:
+    """``[1, H, W]`` or ``[H, W]`` labels -> ``[H, W]`` int64."""
+    labels = np.asarray(labels).astype(np.int64)
+    labels = labels[0] if labels.ndim == 3 else labels
+    if labels.ndim != 2:
+        raise ValueError(f"region sampling needs a 2D label map, got shape {list(labels.shape)}.")
+    return labels
+
+
+def _region(labels: np.ndarray, value: int, parts: dict[int, list[int]]) -> np.ndarray:
+    """The bool mask of label ``value`` and its parts (0: the whole image)."""
+    return np.ones_like(labels, bool) if value == 0 else np.isin(labels, parts.get(value, [value]))
 
 
 def label_parts(

@@ -10,13 +10,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from medpclip.data.dataset import PROMPT_FORMS, RegionBatch
+from medpclip.data.dataset import PROMPT_FORMS, PROPAGATED, RegionBatch
 from medpclip.data.intensity import MODALITY_CLASSES, modality_family
 from medpclip.engines.interaction import add_clicks, next_clicks
 from medpclip.knowledge import KnowledgeBase, default_knowledge_base
 from medpclip.losses import class_loss, contrastive_loss, mask_loss
 from medpclip.networks.model import ImageEncoding, MedPCLIP
-from medpclip.networks.prompts import RegionPrompts
+from medpclip.networks.prompts import PRIOR_LOGIT, RegionPrompts
 from medpclip.networks.vit import ImageStream
 
 __all__ = ["RegionTrainStep", "TrainingObjective"]
@@ -25,7 +25,9 @@ __all__ = ["RegionTrainStep", "TrainingObjective"]
 class RegionTrainStep:
     """``iteration_update`` for MONAI's ``SupervisedTrainer``: ``(engine, batch) -> {"loss": float, ...}``.
 
-    Per step: one prompt form (drawn from ``forms``); region–text InfoNCE over every region of the batch against
+    Per step: one prompt form (with chance ``propagation`` the ``propagated`` form of slice propagation: a click
+    inside a neighbouring slice's mask, its box and the mask as the decoder's prior logits; else drawn from
+    ``forms``); region–text InfoNCE over every region of the batch against
     its caption plus ``hard_negatives`` knowledge-base hard-negative captions per region; region classification
     over the whole ``vocabulary`` of region classes, one caption per class (``vocabulary_weight``); image-level
     classification of the global embeddings over the modality families (``global_weight``), on the batch's images
@@ -46,11 +48,15 @@ class RegionTrainStep:
         vocabulary: Sequence[str] = (),
         vocabulary_weight: float = 1.0,
         modality_images: Iterator[tuple[torch.Tensor, list[str]]] | None = None,
+        propagation: float = 0.0,
         seed: int = 0,
     ) -> None:
         unknown = set(forms) - set(PROMPT_FORMS)
         if unknown or not forms:
             raise ValueError(f"forms should be a non-empty subset of {PROMPT_FORMS}, got {forms}.")
+        if not 0 <= propagation <= 1:
+            raise ValueError(f"propagation should be a probability in [0, 1], got {propagation}.")
+        self.propagation = propagation
         self.knowledge = knowledge or default_knowledge_base()
         self.forms, self.hard_negatives, self.click_rounds = tuple(forms), hard_negatives, click_rounds
         self.mask_weight, self.global_weight = mask_weight, global_weight
@@ -73,7 +79,8 @@ class RegionTrainStep:
 
     def losses(self, model: MedPCLIP, batch: RegionBatch) -> dict[str, torch.Tensor]:
         """The weighted loss terms of one batch (``region_text``, ``region_class``, ``image_class``, ``mask``)."""
-        form = self.forms[self.rng.integers(len(self.forms))]
+        draw_propagated = self.propagation and self.rng.random() < self.propagation  # no draw when off: same stream
+        form = PROPAGATED if draw_propagated else self.forms[self.rng.integers(len(self.forms))]
         prompts = batch.prompts(form)
         prefix = model.encode_prefix(batch.images)
         enc = model.encode_image(batch.images, prompts, prefix=prefix)
@@ -84,7 +91,8 @@ class RegionTrainStep:
         if self.global_weight:
             out["image_class"] = self.global_weight * self._image_class(model, enc.global_embeds, batch.modalities)
         if self.mask_weight and form != "mask":  # a mask prompt would let the decoder copy its input
-            out["mask"] = self.mask_weight * self._interactive_mask(model, batch, prompts, prefix, enc)
+            prior = (batch.prior_masks * 2 - 1) * PRIOR_LOGIT if form == PROPAGATED else None
+            out["mask"] = self.mask_weight * self._interactive_mask(model, batch, prompts, prefix, enc, prior)
         return out
 
     def _region_text(self, model: MedPCLIP, region_embeds: torch.Tensor, batch: RegionBatch) -> torch.Tensor:
@@ -142,10 +150,17 @@ class RegionTrainStep:
         return class_loss(global_embeds[keep], model.encode_text(texts), targets, model.logit_scale)
 
     def _interactive_mask(
-        self, model: MedPCLIP, batch: RegionBatch, prompts: RegionPrompts, prefix: ImageStream, enc: ImageEncoding
+        self,
+        model: MedPCLIP,
+        batch: RegionBatch,
+        prompts: RegionPrompts,
+        prefix: ImageStream,
+        enc: ImageEncoding,
+        prior: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """Mask loss over 1..``click_rounds`` rounds; ``prior [B, P, S, S]`` logits feed the first decode."""
         rounds = int(self.rng.integers(1, self.click_rounds + 1))
-        logits = model.decode_masks(enc)
+        logits = model.decode_masks(enc, prev_mask_logits=prior)
         total = mask_loss(logits, batch.masks)
         b, p = batch.masks.shape[:2]
         for _ in range(rounds - 1):

@@ -46,6 +46,8 @@ from medpclip.optim import parameter_groups
 
 __all__ = ["TrainConfig", "train", "latest_checkpoint"]
 
+PRIOR_OFFSET = 3  # priors 1 to 3 slices away (thin and thick slices); <= the split gap: never a validation slice
+
 
 @dataclass
 class TrainConfig:
@@ -63,6 +65,7 @@ class TrainConfig:
     whole_image_prob: float = 0.05
     displace: float = 0.0  # geometric augmentation: chance that a training slice is rotated/scaled/shifted in frame
     box_shrink: float = 0.0  # box prompts may cut this share of the mask's extent per side (as propagated boxes do)
+    propagation: float = 0.0  # chance that a step prompts every region from its mask on a neighbouring slice
     vocabulary_weight: float = 1.0  # region classification over every region class of the training datalists
     modality_batch: int = 8  # images per step from the modality datalist's training split (0: none)
     synthetic_modalities: float = 0.0  # share of X-ray and ultrasound draws simulated from the training volumes
@@ -197,6 +200,7 @@ def _train(config: TrainConfig, rank: int, world: int) -> Path:
         whole_image_prob=config.whole_image_prob,
         displace=config.displace,
         box_shrink=config.box_shrink,
+        prior_offset=PRIOR_OFFSET if config.propagation else 0,
     ).set_random_state(config.seed + rank)
     sampler = DistributedSampler(dataset, world, rank, seed=config.seed, drop_last=True) if world > 1 else None
     loader = DataLoader(
@@ -230,6 +234,7 @@ def _train(config: TrainConfig, rank: int, world: int) -> Path:
         vocabulary=vocabulary,
         vocabulary_weight=config.vocabulary_weight,
         modality_images=modality_images,
+        propagation=config.propagation,
         seed=config.seed + rank,
     )
     network = model

@@ -14,14 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.ndimage import distance_transform_edt
 
 from medpclip.inference.images import slice_of
 from medpclip.inference.predictor import SlicePredictor
+from medpclip.networks.prompts import PRIOR_LOGIT, mask_prompt
 
 __all__ = ["SlicePrompt", "classify_region", "mask_prompt", "propagate", "resolve_prompt", "segment"]
 
-PRIOR_LOGIT = 8.0  # a binary prior mask enters the decoder as logits of +-8 (sigmoid 0.9997)
 CLASSIFY_SLICES = 5  # a 3D mask is classified on at most this many of its slices, evenly spaced
 
 
@@ -112,20 +111,6 @@ def _check_inside(clicks: list[list[float]], spatial: tuple[int, ...]) -> None:
         if not all(0 <= v <= size - 1 for v, size in zip(c, spatial, strict=True)):
             where = ", ".join(f"{v:g}" for v in c)
             raise ValueError(f"point ({where}) lies outside the image of shape {list(spatial)}.")
-
-
-def mask_prompt(mask: np.ndarray, margin: float = 0.0) -> tuple[list[float], list[float]]:
-    """A positive click deep inside a 2D ``mask`` (the voxel farthest from its border) and its bounding box grown
-    by ``margin`` of its size on each side, clipped to the slice. (Propagation keeps the box tight: a grown box
-    lets the mask creep outward slice after slice; on LiTS a 10 % margin bloated the liver to 80 % of the volume.)
-    """
-    depth = distance_transform_edt(mask)
-    click = [float(v) for v in np.unravel_index(int(np.argmax(depth)), mask.shape)]
-    (i0, j0), (i1, j1) = np.argwhere(mask).min(0), np.argwhere(mask).max(0)
-    di, dj = margin * (i1 - i0 + 1), margin * (j1 - j0 + 1)
-    height, width = mask.shape
-    box = [max(i0 - di, 0.0), max(j0 - dj, 0.0), min(i1 + di, height - 1.0), min(j1 + dj, width - 1.0)]
-    return click, [float(v) for v in box]
 
 
 def segment(predictor: SlicePredictor, volume: torch.Tensor, prompt: SlicePrompt, axis: int = 2) -> torch.Tensor:

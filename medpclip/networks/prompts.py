@@ -1,4 +1,5 @@
-"""Region prompts: the user's points, boxes and masks, validated at the API boundary.
+"""Region prompts: the user's points, boxes and masks, validated at the API boundary, and the prompt that
+slice propagation derives from a neighbouring slice's mask.
 
 Coordinates are voxel indices ``(i, j)`` of the image tensor's spatial dims as MONAI ``LoadImage``
 returns them (``i`` indexes dim ``H``, ``j`` dim ``W``), the IJK convention MONAI Label clients use.
@@ -8,11 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+from scipy.ndimage import distance_transform_edt
 
-__all__ = ["RegionPrompts", "POSITIVE", "NEGATIVE", "PADDING"]
+__all__ = ["RegionPrompts", "POSITIVE", "NEGATIVE", "PADDING", "PRIOR_LOGIT", "mask_prompt"]
 
 POSITIVE, NEGATIVE, PADDING = 1, 0, -1
+PRIOR_LOGIT = 8.0  # a binary prior mask enters the decoder as logits of +-8 (sigmoid 0.9997)
 
 
 @dataclass
@@ -112,3 +116,17 @@ def _check_shape(name: str, tensor: torch.Tensor, expected: tuple[int, ...]) -> 
 def _check_finite(name: str, tensor: torch.Tensor) -> None:
     if not torch.isfinite(tensor).all():
         raise ValueError(f"{name} contain NaN or infinite values.")
+
+
+def mask_prompt(mask: np.ndarray, margin: float = 0.0) -> tuple[list[float], list[float]]:
+    """A positive click deep inside a 2D ``mask`` (the voxel farthest from its border) and its bounding box grown
+    by ``margin`` of its size on each side, clipped to the slice. (Propagation keeps the box tight: a grown box
+    lets the mask creep outward slice after slice; on LiTS a 10 % margin bloated the liver to 80 % of the volume.)
+    """
+    depth = distance_transform_edt(mask)
+    click = [float(v) for v in np.unravel_index(int(np.argmax(depth)), mask.shape)]
+    (i0, j0), (i1, j1) = np.argwhere(mask).min(0), np.argwhere(mask).max(0)
+    di, dj = margin * (i1 - i0 + 1), margin * (j1 - j0 + 1)
+    height, width = mask.shape
+    box = [max(i0 - di, 0.0), max(j0 - dj, 0.0), min(i1 + di, height - 1.0), min(j1 + dj, width - 1.0)]
+    return click, [float(v) for v in box]
