@@ -11,8 +11,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from medpclip.data.datalists import DatalistError, datalist_form, load_datalist
-from medpclip.data.dataset import PROMPT_FORMS, PROPAGATED, RegionSliceDataset, collate_regions
+from medpclip.data.dataset import PROMPT_FORMS, PROPAGATED, ImageSliceDataset, RegionSliceDataset, collate_regions
 from medpclip.data.phantoms import random_phantom
+from medpclip.inference import load_image
 
 
 @pytest.fixture(scope="module")
@@ -138,3 +139,15 @@ def test_displaced_region_priors_move_with_their_slice(root):
     plain = collate_regions([RegionSliceDataset(items, num_regions=3).set_random_state(0)[0]])
     with pytest.raises(ValueError, match="prior_offset"):
         plain.prompts(PROPAGATED)
+
+
+def test_training_sees_a_colour_image_as_inference_does(tmp_path):
+    from PIL import Image
+
+    rgb = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    rgb[..., 0] = 255  # a red cast: the red channel alone would be flat
+    Image.fromarray(rgb).save(tmp_path / "doppler.png")
+    trained = ImageSliceDataset([{"image": str(tmp_path / "doppler.png"), "modality": "US"}])[0]["image"]
+    served = load_image(tmp_path / "doppler.png", "US")
+    assert trained.shape == (1, 128, 128) and trained.std() > 0.1, "the luminance, not the flat red channel"
+    assert torch.allclose(trained, served.as_tensor().float(), atol=1e-5)

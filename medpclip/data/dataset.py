@@ -13,10 +13,19 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-from monai.transforms import Compose, CopyItemsd, LoadImaged, RandAffined, Randomizable, Resized, SpatialPadd
+from monai.transforms import (
+    Compose,
+    CopyItemsd,
+    Lambdad,
+    LoadImaged,
+    RandAffined,
+    Randomizable,
+    Resized,
+    SpatialPadd,
+)
 from torch.utils.data import Dataset
 
-from medpclip.data.intensity import ModalityIntensityd
+from medpclip.data.intensity import ModalityIntensityd, grey
 from medpclip.data.regions import RegionCaptionsd, SampleRegionPromptsd, label_parts
 from medpclip.data.slicing import SampleSliced
 from medpclip.knowledge import KnowledgeBase, default_knowledge_base
@@ -29,9 +38,14 @@ PROPAGATED = "propagated"  # the prompt form of slice propagation (needs a datas
 
 
 def preprocess_transform(keys: list[str]) -> Compose:
-    """Deterministic, cacheable per volume: load channel-first, scale the image's intensity by modality."""
+    """Deterministic, cacheable per volume: load channel-first, make the image one grey channel, scale its
+    intensity by modality (as :func:`medpclip.inference.load_image` does)."""
     return Compose(
-        [LoadImaged(keys=keys, ensure_channel_first=True, image_only=True), ModalityIntensityd(keys="image")]
+        [
+            LoadImaged(keys=keys, ensure_channel_first=True, image_only=True),
+            Lambdad(keys="image", func=grey),
+            ModalityIntensityd(keys="image"),
+        ]
     )
 
 
@@ -95,7 +109,7 @@ class ImageSliceDataset(_SliceDataset):
     def __getitem__(self, index: int) -> dict:
         item = self.items[index]
         sample = self.sample({**item, **self._cache.get(item)})
-        image = torch.as_tensor(sample["image"]).float()[:1]  # colour DICOMs: the first channel
+        image = torch.as_tensor(sample["image"]).float()
         return {"image": image, "modality": item.get("modality"), "text": item.get("text"), "source": item["image"]}
 
 

@@ -1,4 +1,5 @@
-"""Modality-aware intensity scaling to ``[0, 1]``: CT windows per anatomy, percentile scaling otherwise."""
+"""Image values as the model sees them: one grey channel, scaled to ``[0, 1]`` by modality (CT windows per
+anatomy, percentile scaling otherwise)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, ScaleIntensityRange, ScaleIntensityRangePercentiles
 
-__all__ = ["CT_WINDOWS", "HU_AIR_BELOW", "MODALITY_CLASSES", "ModalityIntensityd", "modality_family"]
+__all__ = ["CT_WINDOWS", "HU_AIR_BELOW", "MODALITY_CLASSES", "ModalityIntensityd", "grey", "modality_family"]
 
 # (level, width) in Hounsfield units; common radiology presets
 CT_WINDOWS: dict[str, tuple[float, float]] = {
@@ -45,6 +46,22 @@ def modality_family(modality: str | None) -> str:
         if text in names or text.split(" ")[0] in names:
             return family
     return "other"
+
+
+def grey(image: torch.Tensor) -> torch.Tensor:
+    """``[C, *spatial]`` -> ``[1, *spatial]``: grey + alpha gives its grey channel, RGB(A) (photographs, colour
+    ultrasound, palette images the reader expanded) its luminance; one channel passes through.
+
+    Raises:
+        ValueError: for more than 4 channels.
+    """
+    if image.shape[0] == 2:
+        return image[:1]
+    if image.shape[0] in (3, 4):
+        return image[:3].mean(0, keepdim=True)
+    if image.shape[0] > 4:
+        raise ValueError(f"the image has {image.shape[0]} channels; need a grey or colour (RGB) image.")
+    return image
 
 
 class ModalityIntensityd(MapTransform):

@@ -19,7 +19,7 @@ from monai.data import MetaTensor
 from monai.transforms import LoadImage
 
 from medpclip.data.datalists import image_shape
-from medpclip.data.intensity import ModalityIntensityd
+from medpclip.data.intensity import ModalityIntensityd, grey
 from medpclip.data.slicing import squeeze_singleton_depth
 
 __all__ = ["MAX_VOXELS", "MIN_SIDE", "load_image", "load_mask", "slice_of"]
@@ -42,12 +42,9 @@ def load_image(path: str | Path, modality: str | None = None, window: str | None
     """
     path = Path(path)
     image = _read(path, "image")
-    if image.shape[0] == 2:  # grey + alpha
-        image = image[:1]
-    elif image.shape[0] in (3, 4):  # RGB(A) photographs and screenshots: luminance
-        image = image[:3].mean(0, keepdim=True)
-    elif image.shape[0] > 4:
+    if image.shape[0] > 4:
         raise ValueError(f"image {path} has {image.shape[0]} channels; need a grey or colour (RGB) image.")
+    image = grey(image)
     image = squeeze_singleton_depth(image)
     if image.ndim not in (3, 4):
         raise ValueError(f"{path} has {image.ndim - 1} spatial dimensions; need a 2D image or a 3D volume.")
