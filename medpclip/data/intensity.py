@@ -48,19 +48,19 @@ def modality_family(modality: str | None) -> str:
     return "other"
 
 
-def grey(image: torch.Tensor) -> torch.Tensor:
+def grey(image: torch.Tensor, name: str = "the image") -> torch.Tensor:
     """``[C, *spatial]`` -> ``[1, *spatial]``: grey + alpha gives its grey channel, RGB(A) (photographs, colour
     ultrasound, palette images the reader expanded) its luminance; one channel passes through.
 
     Raises:
-        ValueError: for more than 4 channels.
+        ValueError: for more than 4 channels (the message names the image as ``name``).
     """
     if image.shape[0] == 2:
         return image[:1]
     if image.shape[0] in (3, 4):
         return image[:3].mean(0, keepdim=True)
     if image.shape[0] > 4:
-        raise ValueError(f"the image has {image.shape[0]} channels; need a grey or colour (RGB) image.")
+        raise ValueError(f"{name} has {image.shape[0]} channels; need a grey or colour (RGB) image.")
     return image
 
 

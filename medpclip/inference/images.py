@@ -42,9 +42,7 @@ def load_image(path: str | Path, modality: str | None = None, window: str | None
     """
     path = Path(path)
     image = _read(path, "image")
-    if image.shape[0] > 4:
-        raise ValueError(f"image {path} has {image.shape[0]} channels; need a grey or colour (RGB) image.")
-    image = grey(image)
+    image = grey(image, f"image {path}")
     image = squeeze_singleton_depth(image)
     if image.ndim not in (3, 4):
         raise ValueError(f"{path} has {image.ndim - 1} spatial dimensions; need a 2D image or a 3D volume.")
