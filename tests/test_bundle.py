@@ -180,6 +180,8 @@ def _train_args(phantom_datalist: Path, out_dir: Path, iterations: int) -> list[
     return [
         "--train_datalists",
         f"['{phantom_datalist}']",
+        "--train_repeats",
+        "[1]",  # one per training datalist
         "--modality_datalist",
         "",  # none: monai.bundle drops overrides whose value is None
         "--iterations",

@@ -239,3 +239,22 @@ class SimpleModel:
         return torch.zeros(len(texts), 4)
 
     logit_scale = torch.tensor(1.0)
+
+
+def test_train_repeats_list_each_datalists_items_that_many_times(phantom_datalist, tmp_path):
+    from medpclip.engines import training
+
+    other = tmp_path / "other.json"
+    data = json.loads(phantom_datalist.read_text())
+    data["training"] = data["training"][:1]
+    for item in data["training"] + data["validation"]:  # absolute paths: the copy lies in another folder
+        item["image"], item["label"] = (str(phantom_datalist.parent / item[k]) for k in ("image", "label"))
+    other.write_text(json.dumps(data))
+    once = load_datalist(phantom_datalist, "training")
+    items = training._training_items([str(phantom_datalist), str(other)], [3, 1])
+    assert len(items) == 3 * len(once) + 1
+    assert items[: 3 * len(once)] == once * 3 and items[-1]["slices"] == once[0]["slices"]
+    assert training._training_items([str(phantom_datalist)], None) == once
+    for bad in ([0, 1], [1], [1.5, 1], [True, 1]):
+        with pytest.raises(ValueError, match="train_repeats"):
+            training._training_items([str(phantom_datalist), str(other)], bad)

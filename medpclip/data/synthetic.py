@@ -4,7 +4,7 @@ families from.
 
 * Radiograph: a digitally reconstructed radiograph (DRR), the line integral of linear attenuation through a CT
   volume along one axis (Siddon, Med. Phys. 12(2), 1985, computes the same integral ray by ray), log-compressed as
-  a detector reading, sometimes shown inverted (DICOM MONOCHROME1).
+  a detector reading, bone bright: MONOCHROME1 radiographs reach the model inverted back by the reader (ITK).
 * Ultrasound: a sector scan of a CT or MR slice: echoes from tissue edges and intensity, multiplicative Rayleigh
   speckle smoothed along the beam, depth attenuation, log compression, black outside the fan (after the simple
   CT-to-ultrasound simulations of Wein et al., Med. Image Anal. 12(5), 2008).
@@ -36,8 +36,6 @@ def simulated_radiograph(volume_hu: np.ndarray, rng: np.random.Generator, size: 
     path = mu.sum(axis=int(rng.integers(3)))  # line integral: log(I0 / I)
     path = path ** rng.uniform(0.7, 1.3)  # detector and display curves differ
     image = np.rot90(_unit(path), int(rng.integers(4)))  # radiographs are stored in any orientation
-    if rng.random() < 0.3:
-        image = 1.0 - image  # MONOCHROME1: attenuation shown dark
     return _square(image, rng, size)
 
 

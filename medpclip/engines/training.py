@@ -57,6 +57,7 @@ class TrainConfig:
     model: str = "tiny"
     region_mode: str = "medpclip"
     train_datalists: list[str] = field(default_factory=list)
+    train_repeats: list[int] | None = None  # times each training datalist's items are listed ([3, 1]: 3 to 1 slices)
     val_datalists: list[str] = field(default_factory=list)
     modality_datalist: str | None = None
     iterations: int = 1000
@@ -190,7 +191,7 @@ def _train(config: TrainConfig, rank: int, world: int) -> Path:
         if lead:
             print(f"vision tower initialised from {config.pretrained}: {report}")
     model = model.to(device)
-    items = [item for path in config.train_datalists for item in load_datalist(path, "training")]
+    items = _training_items(config.train_datalists, config.train_repeats)
     # samples_per_item only sizes one pass of the loader; the iteration budget decides how long training runs
     dataset = RegionSliceDataset(
         items,
@@ -290,6 +291,18 @@ def _train(config: TrainConfig, rank: int, world: int) -> Path:
         saver(trainer)
     with _disk_errors(f"model {out / 'model.pt'}"):
         return save_checkpoint(model, out / "model.pt")
+
+
+def _training_items(datalists: list[str], repeats: list[int] | None) -> list[dict]:
+    """The ``training`` items of each datalist, listed ``repeats[k]`` times for datalist ``k`` (default once), so
+    that a datalist with few region classes (one organ) does not take as many slices as one with many."""
+    repeats = [1] * len(datalists) if repeats is None else list(repeats)
+    if len(repeats) != len(datalists) or any(isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in repeats):
+        raise ValueError(
+            f"train_repeats should give a whole number >= 1 for each of the {len(datalists)} training datalists, "
+            f"in their order, got {repeats}."
+        )
+    return [item for path, r in zip(datalists, repeats, strict=True) for item in load_datalist(path, "training") * r]
 
 
 def _modality_batches(
