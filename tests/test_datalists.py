@@ -11,9 +11,16 @@ import torch
 from torch.utils.data import DataLoader
 
 from medpclip.data.datalists import DatalistError, datalist_form, load_datalist
-from medpclip.data.dataset import PROMPT_FORMS, PROPAGATED, ImageSliceDataset, RegionSliceDataset, collate_regions
+from medpclip.data.dataset import (
+    PROMPT_FORMS,
+    PROPAGATED,
+    ImageSliceDataset,
+    RegionSliceDataset,
+    collate_regions,
+)
 from medpclip.data.phantoms import random_phantom
 from medpclip.inference import load_image
+from medpclip.knowledge import default_knowledge_base
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +130,26 @@ def test_region_dataset_feeds_the_model(root, tiny_model):
     again = RegionSliceDataset(items, image_size=128, num_regions=3).set_random_state(0)[0]
     first = RegionSliceDataset(items, image_size=128, num_regions=3).set_random_state(0)[0]
     assert again["region_texts"] == first["region_texts"] and again["slice_index"] == first["slice_index"]
+
+
+def test_registered_samples_carry_the_nearest_training_slice_lookup(root):
+    items = load_datalist(write(root, "a.json", label_datalist(root)))
+    labels = np.asarray(nib.load(root / "labels.nii.gz").dataobj).astype(int)
+    names = json.loads((root / "names.json").read_text())
+    kb = default_knowledge_base()
+    reference = {(items[0]["label"], 2): [8, 30]}
+    dataset = RegionSliceDataset(items, image_size=40, num_regions=3, samples_per_item=6, reference_slices=reference)
+    dataset.set_random_state(0)
+    for sample in (dataset[i] for i in range(6)):
+        index = sample["slice_index"]
+        atlas = labels[:, :, 8 if abs(index - 8) <= abs(index - 30) else 30]
+        for mask, ranking in zip(sample["region_masks"] > 0.5, sample["region_nearest_training"], strict=True):
+            under = atlas[mask.numpy()]
+            found, counts = np.unique(under[under > 0], return_counts=True)
+            expected = [kb.lookup(names[str(v)]).id for v in found[np.argsort(-counts, kind="stable")]]
+            assert ranking == list(dict.fromkeys(expected)), f"slice {index}"
+    moved = RegionSliceDataset(items, num_regions=3, displace=1.0, reference_slices=reference).set_random_state(0)[0]
+    assert "region_nearest_training" not in moved, "a displaced slice has no registered lookup"
 
 
 def test_displaced_region_priors_move_with_their_slice(root):

@@ -72,6 +72,22 @@ def test_region_metrics(table, answer, expected):
         assert out[key] == pytest.approx(value), key
 
 
+def test_nearest_training_slice_baseline(table):
+    """The lookup on the nearest training slice is right when the true class comes first among the classes under
+    the mask; with nothing (or only other classes) under it, it misses, top-1 and n-way alike."""
+    model = FakeModel(table, lambda c: c)
+    batch = batch_of(CLASSES[:4])
+    first, second, third, fourth = CLASSES[:4]
+    batch.nearest_training = [[[first], [second, first], [], [first]]]
+    model.truth = [batch.entry_ids[0]]
+    out = metrics.region_metrics(model, [batch], KB, CLASSES, n_way=6)
+    assert out["nearest_training_top1"] == pytest.approx(0.5)
+    assert out["nearest_training_top1_6way"] == pytest.approx(0.5)
+    assert out["top1"] == 1.0, "the model's own figures are unchanged"
+    model.truth = [batch.entry_ids[0]]
+    assert "nearest_training_top1" not in metrics.region_metrics(model, [batch_of(CLASSES[:4])], KB, CLASSES, n_way=6)
+
+
 def test_interactive_dice_protocol(monkeypatch, tiny_model):
     """A decoder that returns the target gives Dice ~1 from the first click; a decoder that returns nothing gives 0.
     The real untrained model runs the same protocol and gives one figure per click count."""

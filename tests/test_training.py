@@ -185,11 +185,16 @@ def test_evaluate_reports_registered_and_displaced_figures(tmp_path, phantom_dat
     )
     out = tmp_path / "metrics.json"
     args = ["evaluate", "--config", str(recipe), "--checkpoint", str(checkpoint), "--samples", "4"]
+    assert main([*args, "--out", str(out)]) == 0
+    registered = json.loads(out.read_text())
+    assert 0 <= registered["datalist/nearest_training_top1_10way"] <= 1, "the training-memory baseline"
+    assert "datalist/position_only_top1" not in registered
     assert main([*args, "--displaced", "--out", str(out)]) == 0
     metrics = json.loads(out.read_text())
     name = "datalist"  # no label_source in the phantom datalist: the set is named after the file
     assert metrics["displaced"] is True and metrics[f"{name}/regions"] > 0
     assert 0 <= metrics[f"{name}/position_only_top1"] <= 1, "displaced samples carry the atlas-lookup baseline"
+    assert f"{name}/nearest_training_top1" not in metrics
     assert 0 <= metrics[f"{name}/top1"] <= 1 and metrics[f"{name}/top1_chance"] > 0
 
 

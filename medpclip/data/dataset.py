@@ -8,7 +8,7 @@ captions.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -126,6 +126,10 @@ class RegionSliceDataset(_SliceDataset):
             shift +-20 %, orientation kept) so that a region cannot be named from its position alone; the
             undisplaced label map is kept to report the position-only guess (``region_position_guess``: the label
             an atlas lookup at the mask's voxels gives).
+        reference_slices: for each ``(label file, axis)``, the slice indices a model was trained on; an undisplaced
+            sample then also carries, per region, the classes that an atlas lookup under its mask on the nearest of
+            those slices gives, most frequent first (``region_nearest_training``): what memorising the training
+            slices by position names, without any depth in between.
         prior_offset: with ``> 0``, each region also comes as slice propagation prompts it: its mask on a slice 1 to
             ``prior_offset`` steps away as the prior, a click inside that mask and its tight box (``region_prior_*``,
             see :class:`~medpclip.data.regions.SampleRegionPromptsd`; the ``propagated`` form of :class:`RegionBatch`).
@@ -143,6 +147,7 @@ class RegionSliceDataset(_SliceDataset):
         displace: float = 0.0,
         box_shrink: float = 0.0,
         prior_offset: int = 0,
+        reference_slices: Mapping[tuple[str, int], Sequence[int]] | None = None,
         knowledge: KnowledgeBase | None = None,
         cache_size: int = 8,
     ) -> None:
@@ -150,6 +155,14 @@ class RegionSliceDataset(_SliceDataset):
             raise ValueError("the dataset needs at least one item.")
         self.items = list(items)
         self.displace = displace
+        self.reference_slices = {} if displace else dict(reference_slices or {})
+        self._reference_label = Compose(
+            [
+                SampleSliced(keys="label"),
+                Resized(keys="label", spatial_size=image_size, size_mode="longest", mode="nearest"),
+                SpatialPadd(keys="label", spatial_size=(image_size, image_size)),
+            ]
+        )
         self.knowledge = knowledge or default_knowledge_base()
         # a region's mask includes its parts (the liver includes its tumours), from the knowledge-base hierarchy
         self._parts = [label_parts(i["labels"], self.knowledge, i.get("label_source")) for i in self.items]
@@ -173,7 +186,18 @@ class RegionSliceDataset(_SliceDataset):
         parts = self._parts[index % len(self.items)]
         sample = self.sample({**item, **self._cache.get(item), "label_names": item["labels"], "label_parts": parts})
         if self.displace:
-            sample["region_position_guess"] = self._position_guess(sample, item)
+            atlas = torch.as_tensor(sample["atlas"])[0]
+            sample["region_position_guess"] = [
+                next(iter(self._atlas_ranking(atlas, mask, item)), None) for mask in sample["region_masks"] > 0.5
+            ]
+        reference = self.reference_slices.get((item["label"], sample["slice_axis"]))
+        if reference:
+            nearest = min(reference, key=lambda t: abs(t - sample["slice_index"]))
+            volume = self._cache.get(item)["label"]
+            atlas = self._reference_label({"label": volume, "axis": sample["slice_axis"], "slice": nearest})["label"]
+            sample["region_nearest_training"] = [
+                self._atlas_ranking(torch.as_tensor(atlas)[0], mask, item) for mask in sample["region_masks"] > 0.5
+            ]
         return {
             "image": torch.as_tensor(sample["image"]).float(),
             **{k: sample[k] for k in sample if k.startswith("region_")},
@@ -184,18 +208,21 @@ class RegionSliceDataset(_SliceDataset):
             "laterality_visible": sample["laterality_visible"],
         }
 
-    def _position_guess(self, sample: dict, item: dict) -> list[str | None]:
-        """Per region, the entry an atlas lookup would name: the most frequent label of the undisplaced label map
-        under the (displaced) region mask."""
-        atlas = torch.as_tensor(sample["atlas"])[0].long()
-        guesses = []
-        for mask in sample["region_masks"] > 0.5:
-            values = atlas[mask]
-            values = values[values > 0]
-            name = item["labels"].get(str(int(values.mode().values))) if len(values) else None
+    def _atlas_ranking(self, atlas: torch.Tensor, mask: torch.Tensor, item: dict) -> list[str]:
+        """Entries of the labels of ``atlas [S, S]`` under ``mask [S, S]``, most frequent first (background out):
+        the first is what an atlas lookup at the mask's pixels names."""
+        values = atlas.long()[mask]
+        values = values[values > 0]
+        if not len(values):
+            return []
+        labels, counts = values.unique(return_counts=True)
+        ranked = []
+        for label in labels[counts.argsort(descending=True, stable=True)].tolist():
+            name = item["labels"].get(str(label))
             entry = self.knowledge.lookup(name, item.get("label_source")) if name else None
-            guesses.append(entry.id if entry else None)
-        return guesses
+            if entry is not None and entry.id not in ranked:
+                ranked.append(entry.id)
+        return ranked
 
 
 def displace_transforms(image_size: int, prob: float = 1.0, with_prior: bool = False) -> list:
@@ -227,6 +254,8 @@ class RegionBatch:
         texts, entry_ids, names: ``B`` lists of ``R`` captions / knowledge-base ids / dataset label names.
         modalities: ``B`` modality names (``"CT"``, ``"MR T1"``, ...) or None.
         position_guess: for displaced samples, ``B`` lists of ``R`` position-only guesses (entry ids or None).
+        nearest_training: for samples of a dataset with ``reference_slices``, ``B`` lists of ``R`` rankings of entry
+            ids by an atlas lookup on the nearest training slice.
         laterality_visible: ``B`` flags, False for sagittal slices (left and right twins look the same there).
         prior_masks, prior_points, prior_boxes: ``[B, R, S, S]``, ``[B, R, 1, 2]``, ``[B, R, 4]``: each region as
             slice propagation prompts it (from a neighbouring slice), when the dataset draws them.
@@ -242,6 +271,7 @@ class RegionBatch:
     names: list[list[str]]
     modalities: list[str | None]
     position_guess: list[list[str | None]] | None = None
+    nearest_training: list[list[list[str]]] | None = None
     laterality_visible: list[bool] | None = None
     prior_masks: torch.Tensor | None = None
     prior_points: torch.Tensor | None = None
@@ -280,6 +310,9 @@ def collate_regions(samples: list[dict]) -> RegionBatch:
         names=[s["region_names"] for s in samples],
         modalities=[s["modality"] for s in samples],
         position_guess=[s["region_position_guess"] for s in samples] if "region_position_guess" in samples[0] else None,
+        nearest_training=(
+            [s["region_nearest_training"] for s in samples] if "region_nearest_training" in samples[0] else None
+        ),
         laterality_visible=[bool(s.get("laterality_visible", True)) for s in samples],
         **{
             f"prior_{name}": torch.stack([s[f"region_prior_{name}"] for s in samples])

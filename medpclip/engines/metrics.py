@@ -3,6 +3,7 @@ retrieval and Dice after simulated clicks. Every accuracy comes with its chance 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -48,12 +49,15 @@ def region_metrics(
     the side; ``left_right_all_slices`` adds sagittal slices, where twins look alike), text->region
     retrieval R@1/R@5 (per class present: is a region of that class among the K regions most similar to its
     text?), each with its chance level, and the number of regions; for displaced samples also the position-only
-    baseline (the atlas label under the mask, exactly right, and for lateral regions).
+    baseline (the atlas label under the mask, exactly right, and for lateral regions);
+    for registered samples that carry ``nearest_training`` rankings, the nearest-training-slice baseline (top-1 and
+    ``n_way``: what an atlas lookup on the nearest slice the model was trained on names, i.e. memorising the
+    training slices by position).
     """
     model.eval()
     class_ids = list(class_ids)
     index = {c: i for i, c in enumerate(class_ids)}
-    embeds, truth, guesses, visible = [], [], [], []
+    embeds, truth, guesses, visible, nearest = [], [], [], [], []
     for batch in batches:
         enc = model.encode_image(batch.images, RegionPrompts(masks=batch.masks))
         for b, ids in enumerate(batch.entry_ids):
@@ -62,6 +66,7 @@ def region_metrics(
                     embeds.append(enc.region_embeds[b, r])
                     truth.append(index[entry_id])
                     guesses.append(batch.position_guess[b][r] if batch.position_guess else None)
+                    nearest.append(batch.nearest_training[b][r] if batch.nearest_training else None)
                     visible.append(batch.laterality_visible[b] if batch.laterality_visible else True)
     if not embeds:
         raise ValueError("no evaluated region belongs to the given classes.")
@@ -70,10 +75,14 @@ def region_metrics(
     n, c = sims.shape
     ranks = (sims > sims.gather(1, truth_t[:, None])).sum(1)  # 0 = best
     rng = np.random.default_rng(seed)
-    way_hits = []
+    way_hits, nearest_hits = [], []
     for row, t in enumerate(truth):
         others = rng.choice([k for k in range(c) if k != t], size=min(n_way - 1, c - 1), replace=False)
         way_hits.append(bool(sims[row, t] > sims[row, others].max()))
+        if nearest[row] is not None:  # the lookup ranks only the classes under the mask; an absent class is last
+            place = {e: i for i, e in enumerate(nearest[row])}
+            rank = place.get(class_ids[t], math.inf)
+            nearest_hits.append(rank < min(place.get(class_ids[o], math.inf) for o in others))
     lr_hits, lr_rows, lr_all = [], [], []  # left/right counts where the slice shows the side (not sagittal)
     for row, t in enumerate(truth):
         other = knowledge.contralateral(class_ids[t])
@@ -101,8 +110,16 @@ def region_metrics(
             "position_only_top1": float(np.mean(right)),
             "position_only_left_right": float(np.mean([same_side(r) for r in lr_rows])) if lr_rows else float("nan"),
         }
+    nearest_baseline = {}
+    if nearest_hits:  # the nearest-training-slice lookup of registered samples
+        known = [(r, t) for r, t in zip(nearest, truth, strict=True) if r is not None]
+        nearest_baseline = {
+            "nearest_training_top1": float(np.mean([bool(r) and r[0] == class_ids[t] for r, t in known])),
+            f"nearest_training_top1_{n_way}way": float(np.mean(nearest_hits)),
+        }
     return {
         **position,
+        **nearest_baseline,
         "regions": n,
         "classes": c,
         "top1": float((ranks == 0).float().mean()),

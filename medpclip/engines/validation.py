@@ -9,14 +9,14 @@ from pathlib import Path
 
 import torch
 
-from medpclip.data.datalists import load_datalist
+from medpclip.data.datalists import DatalistError, load_datalist
 from medpclip.data.dataset import ImageSliceDataset, RegionBatch, RegionSliceDataset, collate_regions
 from medpclip.data.intensity import MODALITY_CLASSES, modality_family
 from medpclip.engines.metrics import image_zero_shot, interactive_dice, region_metrics
 from medpclip.knowledge import KnowledgeBase, default_knowledge_base
 from medpclip.networks.model import MedPCLIP
 
-__all__ = ["RegionEvalSet", "Validator", "MODALITY_CLASSES"]
+__all__ = ["RegionEvalSet", "Validator", "MODALITY_CLASSES", "training_slices"]
 
 
 @dataclass
@@ -56,14 +56,20 @@ class Validator:
         displace: bool = False,
         image_size: int = 128,
     ) -> Validator:
-        """Held-out samples of each datalist's ``validation`` split; ``displace`` moves them inside the frame."""
+        """Held-out samples of each datalist's ``validation`` split; ``displace`` moves them inside the frame.
+        Registered samples carry the nearest-training-slice baseline of the datalist's ``training`` slabs."""
         knowledge = default_knowledge_base()
         sets = []
         for path in label_datalists:
             items = load_datalist(path, "validation")
             per_item = math.ceil(samples / len(items))
             dataset = RegionSliceDataset(
-                items, image_size=image_size, num_regions=8, samples_per_item=per_item, displace=displace
+                items,
+                image_size=image_size,
+                num_regions=8,
+                samples_per_item=per_item,
+                displace=displace,
+                reference_slices=training_slices(path),
             )
             dataset.set_random_state(seed)
             picked = [dataset[i] for i in range(0, len(dataset), max(len(dataset) // samples, 1))][:samples]
@@ -113,6 +119,20 @@ class Validator:
             )
             out.update({f"modality/{k}": v for k, v in metrics.items()})
         return out
+
+
+def training_slices(datalist: str | Path) -> dict[tuple[str, int], list[int]]:
+    """``(label file, axis) -> slice indices`` of the volume items (with ``axis`` and ``slices``) of a datalist's
+    ``training`` split; empty when it has none (a validation-only datalist)."""
+    try:
+        items = load_datalist(datalist, "training", check_shapes=False)
+    except DatalistError:
+        return {}
+    out: dict[tuple[str, int], list[int]] = {}
+    for item in items:
+        if "label" in item and "axis" in item and "slices" in item:
+            out.setdefault((item["label"], int(item["axis"])), []).extend(range(*item["slices"]))
+    return out
 
 
 def _structure(batches: list[RegionBatch], entry_id: str) -> tuple[torch.Tensor, torch.Tensor]:
