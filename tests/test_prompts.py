@@ -118,3 +118,24 @@ def test_padding_points_are_ignored(tiny_model, images):
     with torch.inference_mode():
         a, b = tiny_model.encode_image(images, one), tiny_model.encode_image(images, padded)
     torch.testing.assert_close(a.region_embeds, b.region_embeds, atol=1e-5, rtol=1e-4)
+
+
+def test_mask_tokens_code_a_masks_centroid_and_extent(images):
+    """With ``mask_tokens`` a mask prompt also gives three sparse tokens: the Fourier code of its centroid and of its
+    first and last row/column. Without (models saved before the option) it gives none, and no parameter for them."""
+    from medpclip.networks import build_model
+
+    torch.manual_seed(0)
+    model = build_model("tiny", mask_tokens=True).eval()
+    masks = torch.zeros(B, 1, SIZE, SIZE)
+    masks[0, 0, 10:20, 30:34] = 1  # centroid (14.5, 31.5), rows 10..19, columns 30..33
+    masks[1, 0, 10:20, 30:31] = 1  # a sliver of the same patch: centroid (14.5, 30)
+    encoder = model.prompt_encoder
+    with torch.inference_mode():
+        sparse = model.encode_image(images, RegionPrompts(masks=masks)).prompts.sparse
+        expected = torch.tensor([[14.5, 31.5], [10.0, 30.0], [19.0, 33.0]])
+        torch.testing.assert_close(sparse[0, 0], encoder.positional_code(expected) + encoder.mask_embed.weight)
+    assert not torch.allclose(sparse[0, 0, 0], sparse[1, 0, 0]), "one patch, two positions"
+    plain = build_model("tiny", mask_tokens=False)
+    assert plain.prompt_encoder(RegionPrompts(masks=masks), B).sparse.shape[2] == 0
+    assert not any("mask_embed" in name for name in plain.state_dict())

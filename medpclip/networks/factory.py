@@ -40,6 +40,7 @@ class MedPCLIPConfig:
     dense_channels: int = 32
     decoder_channels: int = 64
     text_model_dir: str | None = None  # None: the bundled MiniLM
+    mask_tokens: bool = False  # mask prompts also give centroid/extent tokens (False in checkpoints made before)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -57,14 +58,13 @@ class MedPCLIPConfig:
         return cls(**d)
 
 
+_BASE = MedPCLIPConfig(
+    vision="base", fusion_layers=(8, 9, 10, 11), embed_dim=512, prompt_dim=256, decoder_channels=128, mask_tokens=True
+)
 MODEL_PRESETS: dict[str, MedPCLIPConfig] = {
-    "tiny": MedPCLIPConfig(),
-    "base": MedPCLIPConfig(
-        vision="base", fusion_layers=(8, 9, 10, 11), embed_dim=512, prompt_dim=256, decoder_channels=128
-    ),
-    "base-openai": MedPCLIPConfig(
-        vision="base-openai", fusion_layers=(8, 9, 10, 11), embed_dim=512, prompt_dim=256, decoder_channels=128
-    ),
+    "tiny": MedPCLIPConfig(mask_tokens=True),
+    "base": _BASE,
+    "base-openai": replace(_BASE, vision="base-openai"),
 }
 
 
@@ -106,6 +106,7 @@ def build_model(
             image_size=vit_config.image_size,
             patch_size=vit_config.patch_size,
             dense_channels=config.dense_channels,
+            mask_tokens=config.mask_tokens,
         ),
         region_encoder=region_encoder,
         mask_decoder=MaskDecoder(

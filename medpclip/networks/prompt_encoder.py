@@ -58,10 +58,19 @@ class PromptEncoder(nn.Module):
         patch_size: ViT patch size; the dense map lives on the ``image_size // patch_size`` grid.
         dense_channels: channels ``c`` of the dense map.
         point_sigma: Gaussian radius of a point in the raster, in pixels (default: half a patch).
+        mask_tokens: a mask prompt also gives sparse tokens: its centroid and the corners of its extent, so that the
+            region token knows the mask's position finer than the patch grid.
     """
 
     def __init__(
-        self, *, embed_dim: int, image_size: int, patch_size: int, dense_channels: int, point_sigma: float | None = None
+        self,
+        *,
+        embed_dim: int,
+        image_size: int,
+        patch_size: int,
+        dense_channels: int,
+        point_sigma: float | None = None,
+        mask_tokens: bool = False,
     ) -> None:
         super().__init__()
         if embed_dim % 2:
@@ -74,6 +83,8 @@ class PromptEncoder(nn.Module):
         self.point_embed = nn.Embedding(2, embed_dim)  # index 0 negative, 1 positive
         self.not_a_point = nn.Parameter(torch.zeros(embed_dim))
         self.corner_embed = nn.Embedding(2, embed_dim)
+        # type embeddings of a mask's centroid and extent corners (only models built with mask_tokens have them)
+        self.mask_embed = nn.Embedding(3, embed_dim) if mask_tokens else None
         self.no_sparse_embed = nn.Parameter(torch.zeros(embed_dim))
         self.no_prompt_dense = nn.Parameter(torch.zeros(dense_channels))
         # the dense map carries where each patch is (as SAM's image_pe), so a pooled region knows its position
@@ -144,6 +155,10 @@ class PromptEncoder(nn.Module):
             corners = prompts.boxes.float().unflatten(-1, (2, 2))  # [B, P, 2, 2]
             tokens.append(self.positional_code(corners) + self.corner_embed.weight)
             valid.append(torch.ones(b, p, 2, dtype=torch.bool, device=device))
+        if prompts.masks is not None and self.mask_embed is not None:
+            summary, present = _mask_summary(prompts.masks > 0.5)  # [B, P, 3, 2], [B, P]
+            tokens.append(self.positional_code(summary) + self.mask_embed.weight)
+            valid.append(present[..., None].expand(-1, -1, 3))
         if not tokens:
             dp = self.no_sparse_embed.numel()
             return torch.zeros(b, p, 0, dp, device=device), torch.zeros(b, p, 0, dtype=torch.bool, device=device)
@@ -185,3 +200,22 @@ def _region_map(raster: torch.Tensor) -> torch.Tensor:
     has_positive = positive.flatten(2).amax(-1) > 0
     positive = torch.where(has_positive[..., None, None], positive, torch.ones_like(positive))
     return positive * (1 - raster[:, :, 1])
+
+
+def _mask_summary(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[B, P, H, W]`` bool -> (centroid, first and last row/column ``[B, P, 3, 2]`` as ``(i, j)``, non-empty
+    ``[B, P]``)."""
+    h, w = masks.shape[-2:]
+    rows, cols = masks.any(-1), masks.any(-2)  # [B, P, H], [B, P, W]
+    i = torch.arange(h, device=masks.device, dtype=torch.float32)
+    j = torch.arange(w, device=masks.device, dtype=torch.float32)
+    area = masks.flatten(2).sum(-1).clamp(min=1)
+    centroid = torch.stack([(masks.sum(-1) * i).sum(-1) / area, (masks.sum(-2) * j).sum(-1) / area], -1)
+    first = torch.stack([_first(rows, i), _first(cols, j)], -1)
+    last = torch.stack([_first(rows.flip(-1), i.flip(0)), _first(cols.flip(-1), j.flip(0))], -1)
+    return torch.stack([centroid, first, last], 2), rows.any(-1)
+
+
+def _first(present: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """The ``index`` of the first True along the last dim of ``present`` (0 when none is)."""
+    return index[present.float().argmax(-1)] * present.any(-1)
