@@ -11,13 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from medpclip.data.datalists import DatalistError, datalist_form, load_datalist
-from medpclip.data.dataset import (
-    PROMPT_FORMS,
-    PROPAGATED,
-    ImageSliceDataset,
-    RegionSliceDataset,
-    collate_regions,
-)
+from medpclip.data.dataset import PROMPT_FORMS, PROPAGATED, ImageSliceDataset, RegionSliceDataset, collate_regions
 from medpclip.data.phantoms import random_phantom
 from medpclip.inference import load_image
 from medpclip.knowledge import default_knowledge_base

@@ -184,7 +184,8 @@ class RegionSliceDataset(_SliceDataset):
     def __getitem__(self, index: int) -> dict:
         item = self.items[index % len(self.items)]
         parts = self._parts[index % len(self.items)]
-        sample = self.sample({**item, **self._cache.get(item), "label_names": item["labels"], "label_parts": parts})
+        volumes = self._cache.get(item)
+        sample = self.sample({**item, **volumes, "label_names": item["labels"], "label_parts": parts})
         if self.displace:
             atlas = torch.as_tensor(sample["atlas"])[0]
             sample["region_position_guess"] = [
@@ -193,10 +194,10 @@ class RegionSliceDataset(_SliceDataset):
         reference = self.reference_slices.get((item["label"], sample["slice_axis"]))
         if reference:
             nearest = min(reference, key=lambda t: abs(t - sample["slice_index"]))
-            volume = self._cache.get(item)["label"]
-            atlas = self._reference_label({"label": volume, "axis": sample["slice_axis"], "slice": nearest})["label"]
+            where = {"axis": sample["slice_axis"], "slice": nearest}
+            atlas = torch.as_tensor(self._reference_label({"label": volumes["label"], **where})["label"])[0]
             sample["region_nearest_training"] = [
-                self._atlas_ranking(torch.as_tensor(atlas)[0], mask, item) for mask in sample["region_masks"] > 0.5
+                self._atlas_ranking(atlas, mask, item) for mask in sample["region_masks"] > 0.5
             ]
         return {
             "image": torch.as_tensor(sample["image"]).float(),

@@ -17,7 +17,7 @@ from torch import nn
 
 from medpclip.networks.prompts import NEGATIVE, PADDING, POSITIVE, RegionPrompts
 
-__all__ = ["PromptEmbeddings", "PromptEncoder"]
+__all__ = ["PromptEmbeddings", "PromptEncoder", "mask_boxes"]
 
 RASTER_CHANNELS = 4  # positive-point heat, negative-point heat, box, mask
 
@@ -206,16 +206,28 @@ def _mask_summary(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``[B, P, H, W]`` bool -> (centroid, first and last row/column ``[B, P, 3, 2]`` as ``(i, j)``, non-empty
     ``[B, P]``)."""
     h, w = masks.shape[-2:]
-    rows, cols = masks.any(-1), masks.any(-2)  # [B, P, H], [B, P, W]
     i = torch.arange(h, device=masks.device, dtype=torch.float32)
     j = torch.arange(w, device=masks.device, dtype=torch.float32)
     area = masks.flatten(2).sum(-1).clamp(min=1)
     centroid = torch.stack([(masks.sum(-1) * i).sum(-1) / area, (masks.sum(-2) * j).sum(-1) / area], -1)
-    first = torch.stack([_first(rows, i), _first(cols, j)], -1)
-    last = torch.stack([_first(rows.flip(-1), i.flip(0)), _first(cols.flip(-1), j.flip(0))], -1)
-    return torch.stack([centroid, first, last], 2), rows.any(-1)
+    x0, y0, x1, y1 = mask_boxes(masks.flatten(0, 1)).unflatten(0, masks.shape[:2]).unbind(-1)  # pixel edges
+    first, last = torch.stack([y0, x0], -1), torch.stack([y1, x1], -1) - 1
+    return torch.stack([centroid, first, last], 2), masks.flatten(2).any(-1)
 
 
-def _first(present: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """The ``index`` of the first True along the last dim of ``present`` (0 when none is)."""
-    return index[present.float().argmax(-1)] * present.any(-1)
+def mask_boxes(masks: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
+    """masks: ``[M, H, W]`` bool -> ``[M, 4]`` ``(x0, y0, x1, y1)`` pixel-edge boxes, enlarged by ``margin`` of
+    their size and clipped to the image; an empty mask gives the whole image."""
+    _, h, w = masks.shape
+
+    def extent(hit: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.arange(size, device=hit.device).expand_as(hit)
+        found = hit.any(1)
+        lo = torch.where(found, torch.where(hit, index, size).amin(1), 0)
+        hi = torch.where(found, torch.where(hit, index, -1).amax(1) + 1, size)
+        pad = (hi - lo) * margin
+        return (lo - pad).clamp(min=0), (hi + pad).clamp(max=size)
+
+    y0, y1 = extent(masks.any(2), h)
+    x0, x1 = extent(masks.any(1), w)
+    return torch.stack([x0, y0, x1, y1], 1).float()

@@ -18,7 +18,7 @@ from torch import nn
 from torchvision.ops import roi_align
 
 from medpclip.networks.fusion import RegionFusionLayer, region_step
-from medpclip.networks.prompt_encoder import PromptEmbeddings
+from medpclip.networks.prompt_encoder import PromptEmbeddings, mask_boxes
 from medpclip.networks.vit import ImageStream, VisionTransformer
 
 __all__ = ["REGION_MODES", "FusionRegions", "GlobalRegions", "CropRegions", "AlphaRegions", "build_region_encoder"]
@@ -79,7 +79,7 @@ class CropRegions(nn.Module):
         tokens = stream.tokens
         b, p = prompts.region_map.shape[:2]
         size = images.shape[-1]
-        boxes = _bounding_boxes(prompts.region_map.flatten(0, 1) > 0.5, self.margin)  # [B*P, 4] x0, y0, x1, y1
+        boxes = mask_boxes(prompts.region_map.flatten(0, 1) > 0.5, self.margin)  # [B*P, 4] x0, y0, x1, y1
         batch_index = torch.arange(b, device=images.device).repeat_interleave(p).to(boxes)
         crops = roi_align(images, torch.cat([batch_index[:, None], boxes], 1), size, aligned=True)
         region = vision(crops)[:, 0]
@@ -103,24 +103,6 @@ class AlphaRegions(nn.Module):
         alpha = self.alpha_conv(prompts.region_map.flatten(0, 1).unsqueeze(1) * 2 - 1)  # [B*P, D, g, g]
         region = vision(images.repeat_interleave(p, dim=0), extra=alpha)[:, 0]
         return tokens, region.unflatten(0, (b, p))
-
-
-def _bounding_boxes(masks: torch.Tensor, margin: float) -> torch.Tensor:
-    """masks: ``[M, H, W]`` bool -> ``[M, 4]`` ``(x0, y0, x1, y1)`` pixel-edge boxes, enlarged by ``margin`` of
-    their size and clipped to the image; an empty mask gives the whole image."""
-    _, h, w = masks.shape
-
-    def extent(hit: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        index = torch.arange(size, device=hit.device).expand_as(hit)
-        found = hit.any(1)
-        lo = torch.where(found, torch.where(hit, index, size).amin(1), 0)
-        hi = torch.where(found, torch.where(hit, index, -1).amax(1) + 1, size)
-        pad = (hi - lo) * margin
-        return (lo - pad).clamp(min=0), (hi + pad).clamp(max=size)
-
-    y0, y1 = extent(masks.any(2), h)
-    x0, x1 = extent(masks.any(1), w)
-    return torch.stack([x0, y0, x1, y1], 1).float()
 
 
 def build_region_encoder(
