@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from medpclip.networks.model import MedPCLIP
 from medpclip.networks.prompts import RegionPrompts
@@ -57,15 +58,6 @@ def visual_tokens(
     return VisualTokens(*(projector(t) for t in (tokens.global_token, tokens.region_tokens, tokens.patch_tokens)))
 
 
-@dataclass
-class _TowerOutput:
-    """The fields LLaVA reads from a vision tower's output (``transformers`` ``BaseModelOutputWithPooling``)."""
-
-    last_hidden_state: torch.Tensor
-    hidden_states: tuple[torch.Tensor, ...]
-    pooler_output: torch.Tensor | None = None
-
-
 class MedPCLIPVisionTower(nn.Module):
     """A drop-in ``vision_tower`` for ``transformers`` LLaVA models (see the module docstring).
 
@@ -87,9 +79,9 @@ class MedPCLIPVisionTower(nn.Module):
         patches = (self.model.image_size // self.model.vision.config.patch_size) ** 2
         return 1 + prompts_per_image + patches
 
-    def forward(self, pixel_values: torch.Tensor, **_: object) -> _TowerOutput:
+    def forward(self, pixel_values: torch.Tensor, **_: object) -> BaseModelOutputWithPooling:
         """``pixel_values [B, C, S, S]`` -> tokens ``[B, 1 + P + N, D]`` as ``last_hidden_state`` and the last
         entry of ``hidden_states``. LLaVA's keyword arguments (``return_dict``, ``output_hidden_states``) are
         accepted and ignored."""
         tokens = visual_tokens(self.model, pixel_values, self.prompts).sequence()
-        return _TowerOutput(last_hidden_state=tokens, hidden_states=(tokens,), pooler_output=tokens[:, 0])
+        return BaseModelOutputWithPooling(last_hidden_state=tokens, hidden_states=(tokens,), pooler_output=tokens[:, 0])
