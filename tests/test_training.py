@@ -150,6 +150,25 @@ def test_resume_restores_iteration_and_optimizer(tmp_path, phantom_datalist, cap
     assert load_checkpoint(final).config["vision"] == "tiny"
 
 
+def test_weight_average_becomes_the_model_and_continues_after_resume(tmp_path, phantom_datalist):
+    def state(iteration: int) -> dict:
+        return torch.load(tmp_path / "run" / "checkpoints" / f"checkpoint_{iteration}.pt", weights_only=True)
+
+    def averaged(before: dict, now: dict) -> dict:  # momentum 0.5: each step weighs as much as all before it
+        return {k: 0.5 * before["ema_model"][k] + 0.5 * now["model"][k] for k in now["model"]}
+
+    final = train(tiny_train_config(tmp_path, phantom_datalist, iterations=3, ema_momentum=0.5))
+    two, three = state(2), state(3)
+    name = "visual_proj.weight"
+    assert not torch.equal(three["ema_model"][name], three["model"][name])
+    assert torch.allclose(three["ema_model"][name], averaged(two, three)[name], atol=1e-6)
+    shipped = load_checkpoint(final).state_dict()
+    assert all(torch.equal(shipped[k], v) for k, v in three["ema_model"].items()), "model.pt is the average"
+    train(tiny_train_config(tmp_path, phantom_datalist, iterations=4, ema_momentum=0.5))
+    expected = averaged(three, state(4))
+    assert all(torch.allclose(state(4)["ema_model"][k], expected[k], atol=1e-6) for k in expected), "not restarted"
+
+
 @pytest.mark.slow
 def test_killed_training_resumes_from_its_last_checkpoint(tmp_path, phantom_datalist):
     config = tiny_train_config(tmp_path, phantom_datalist, iterations=400, checkpoint_every=2)

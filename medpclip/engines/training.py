@@ -1,5 +1,7 @@
 """Training on MONAI/ignite: ``SupervisedTrainer`` with :class:`RegionTrainStep`, a progress bar, TensorBoard,
-validation every N iterations, atomic checkpoints (model, optimizer, scheduler, trainer) and resume.
+validation every N iterations, atomic checkpoints (model, optimizer, scheduler, trainer) and resume. With
+``ema_momentum`` an exponential moving average of the weights (ignite ``EMAHandler``) is validated and becomes
+``model.pt``; it is less at the mercy of the last few steps than the weights themselves.
 
 A run killed at any moment (``kill -9``, power loss) resumes from its last complete checkpoint: checkpoints are
 written to a temporary file, flushed to disk and renamed (:mod:`medpclip.atomic`), temporaries a killed run left
@@ -26,7 +28,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from ignite.engine import Events
-from ignite.handlers import Checkpoint, ProgressBar
+from ignite.handlers import Checkpoint, EMAHandler, ProgressBar
 from ignite.handlers.checkpoint import BaseSaveHandler
 from monai.engines import SupervisedTrainer
 from monai.handlers import TensorBoardStatsHandler
@@ -73,6 +75,7 @@ class TrainConfig:
     lr: float = 1e-3
     vision_lr_scale: float = 0.1  # the vision tower's rate relative to lr (0.1 protects pretrained weights)
     warmup: int = 50
+    ema_momentum: float = 0.0  # share of each step in the weight average that becomes model.pt (0: the last weights)
     eval_every: int = 250
     checkpoint_every: int = 50
     eval_samples: int = 48
@@ -256,6 +259,10 @@ def _train(config: TrainConfig, rank: int, world: int) -> Path:
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda _: scheduler.step())
     trainer.add_event_handler(Events.ITERATION_COMPLETED(once=config.iterations), lambda e: e.terminate())
     to_save = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "trainer": trainer}
+    ema = EMAHandler(model, momentum=config.ema_momentum) if config.ema_momentum else None
+    if ema is not None:  # before the checkpoint handler, so that a checkpoint holds this iteration's average
+        ema.attach(trainer, name="ema_momentum")
+        to_save["ema_model"] = ema.ema_model
     saver = Checkpoint(
         to_save,
         _AtomicDiskSaver(out / "checkpoints"),
@@ -277,10 +284,11 @@ def _train(config: TrainConfig, rank: int, world: int) -> Path:
         state.epoch = state.iteration // epoch_length
         if lead:
             print(f"resumed from {resume} at iteration {trainer.state.iteration}")
+    final = model if ema is None else ema.ema_model  # what is validated and written as model.pt
     if lead:
         ProgressBar(persist=True).attach(trainer, output_transform=lambda out: {"loss": out["loss"]})
         TensorBoardStatsHandler(log_dir=str(out / "tensorboard"), output_transform=lambda out: out).attach(trainer)
-        _attach_validation(trainer, model, config, out / "metrics.jsonl")
+        _attach_validation(trainer, final, config, out / "metrics.jsonl")
     if trainer.state.iteration < config.iterations:
         trainer.run()
     elif lead:  # restarting a finished run must not train past its budget
@@ -290,7 +298,7 @@ def _train(config: TrainConfig, rank: int, world: int) -> Path:
     if trainer.state.iteration % config.checkpoint_every:
         saver(trainer)
     with _disk_errors(f"model {out / 'model.pt'}"):
-        return save_checkpoint(model, out / "model.pt")
+        return save_checkpoint(final, out / "model.pt")
 
 
 def _training_items(datalists: list[str], repeats: list[int] | None) -> list[dict]:
@@ -359,8 +367,9 @@ def _attach_validation(trainer: SupervisedTrainer, model: torch.nn.Module, confi
         if not validator.has_data:
             return
         started = time.perf_counter()
+        training = model.training
         metrics = validator(model)
-        model.train()
+        model.train(training)
         record = {"iteration": engine.state.iteration, "seconds": round(time.perf_counter() - started, 1), **metrics}
         with log.open("a") as f:
             f.write(json.dumps(record) + "\n")
