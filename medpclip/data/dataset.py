@@ -50,13 +50,15 @@ def preprocess_transform(keys: list[str]) -> Compose:
 
 
 def slice_transforms(keys: list[str], image_size: int, neighbours: int = 0) -> list:
-    """Random per sample: one slice inside the item's slab, resized (longest side) and padded to a square. The
-    first key is the image; with ``neighbours``, the second (the label) also gives ``"<key>_neighbour"``."""
+    """Random per sample (or the item's ``axis``/``slice`` when it gives them): one slice inside the item's slab,
+    resized (longest side; ``"image"`` by area, label maps by nearest neighbour) and padded to a square. With
+    ``neighbours``, the second key (the label) also gives ``"<key>_neighbour"``."""
     extra = [f"{keys[1]}_neighbour"] if neighbours else []
     out = [*keys, *extra]
+    modes = ["area" if key == "image" else "nearest" for key in out]
     return [
         SampleSliced(keys=keys, neighbours=neighbours, neighbour_keys=keys[1:2]),
-        Resized(keys=out, spatial_size=image_size, size_mode="longest", mode=["area"] + ["nearest"] * (len(out) - 1)),
+        Resized(keys=out, spatial_size=image_size, size_mode="longest", mode=modes),
         SpatialPadd(keys=out, spatial_size=(image_size, image_size)),
     ]
 
@@ -156,13 +158,7 @@ class RegionSliceDataset(_SliceDataset):
         self.items = list(items)
         self.displace = displace
         self.reference_slices = {} if displace else dict(reference_slices or {})
-        self._reference_label = Compose(
-            [
-                SampleSliced(keys="label"),
-                Resized(keys="label", spatial_size=image_size, size_mode="longest", mode="nearest"),
-                SpatialPadd(keys="label", spatial_size=(image_size, image_size)),
-            ]
-        )
+        self._reference_label = Compose(slice_transforms(["label"], image_size))
         self.knowledge = knowledge or default_knowledge_base()
         # a region's mask includes its parts (the liver includes its tumours), from the knowledge-base hierarchy
         self._parts = [label_parts(i["labels"], self.knowledge, i.get("label_source")) for i in self.items]
