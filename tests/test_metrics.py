@@ -88,6 +88,22 @@ def test_nearest_training_slice_baseline(table):
     assert "nearest_training_top1" not in metrics.region_metrics(model, [batch_of(CLASSES[:4])], KB, CLASSES, n_way=6)
 
 
+def test_naming_by_region_size(table):
+    """Each region counts in the size bin of its mask's share of the slice: a model wrong on the one small region
+    only is 0.0 there and 1.0 on the medium and large ones."""
+    first, second, third = CLASSES[:3]
+    batch = batch_of([first, second, third])
+    batch.masks = torch.zeros(1, 3, 40, 40)
+    batch.masks[0, 0, 0, 0] = 1  # 1 of 1,600 px: small
+    batch.masks[0, 1, 0, :10] = 1  # 10 px, 0.6 %: medium
+    batch.masks[0, 2] = 1  # the whole slice: large
+    model = FakeModel(table, lambda c: KB.contralateral(c) if c == first else c)
+    model.truth = [batch.entry_ids[0]]
+    out = metrics.region_metrics(model, [batch], KB, CLASSES, n_way=4)
+    assert (out["regions_small"], out["regions_medium"], out["regions_large"]) == (1, 1, 1)
+    assert (out["top1_4way_small"], out["top1_4way_medium"], out["top1_4way_large"]) == (0.0, 1.0, 1.0)
+
+
 def test_interactive_dice_protocol(monkeypatch, tiny_model):
     """A decoder that returns the target gives Dice ~1 from the first click; a decoder that returns nothing gives 0.
     The real untrained model runs the same protocol and gives one figure per click count."""

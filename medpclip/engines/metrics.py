@@ -16,7 +16,10 @@ from medpclip.knowledge import KnowledgeBase
 from medpclip.networks.model import MedPCLIP
 from medpclip.networks.prompts import RegionPrompts
 
-__all__ = ["class_embeddings", "region_metrics", "image_zero_shot", "interactive_dice"]
+__all__ = ["AREA_BINS", "class_embeddings", "region_metrics", "image_zero_shot", "interactive_dice"]
+
+# region size as a fraction of the slice: below 0.25 % (about 41 px on a 128-px slice) is "small", from 1 % "large"
+AREA_BINS = {"small": (0.0, 0.0025), "medium": (0.0025, 0.01), "large": (0.01, math.inf)}
 
 
 @torch.no_grad()
@@ -45,6 +48,7 @@ def region_metrics(
     """Zero-shot naming of regions prompted by their masks, over the classes ``class_ids`` of a label source.
 
     Returns top-1/top-5 over all classes, top-1 among ``n_way`` choices (the true class and random others),
+    the same ``n_way`` figure per region size (:data:`AREA_BINS`, with the number of regions in each),
     left/right accuracy (true class vs its contralateral structure, where both are classes, on slices that show
     the side; ``left_right_all_slices`` adds sagittal slices, where twins look alike), text->region
     retrieval R@1/R@5 (per class present: is a region of that class among the K regions most similar to its
@@ -57,7 +61,7 @@ def region_metrics(
     model.eval()
     class_ids = list(class_ids)
     index = {c: i for i, c in enumerate(class_ids)}
-    embeds, truth, guesses, visible, nearest = [], [], [], [], []
+    embeds, truth, guesses, visible, nearest, areas = [], [], [], [], [], []
     for batch in batches:
         enc = model.encode_image(batch.images, RegionPrompts(masks=batch.masks))
         for b, ids in enumerate(batch.entry_ids):
@@ -68,6 +72,7 @@ def region_metrics(
                     guesses.append(batch.position_guess[b][r] if batch.position_guess else None)
                     nearest.append(batch.nearest_training[b][r] if batch.nearest_training else None)
                     visible.append(batch.laterality_visible[b] if batch.laterality_visible else True)
+                    areas.append(float((batch.masks[b, r] > 0.5).float().mean()))
     if not embeds:
         raise ValueError("no evaluated region belongs to the given classes.")
     sims = F.normalize(torch.stack(embeds), dim=-1) @ class_embeddings(model, knowledge, class_ids, modality).T
@@ -83,6 +88,11 @@ def region_metrics(
             place = {e: i for i, e in enumerate(nearest[row])}
             rank = place.get(class_ids[t], math.inf)
             nearest_hits.append(rank < min(place.get(class_ids[o], math.inf) for o in others))
+    by_area = {}
+    for name, (lo, hi) in AREA_BINS.items():
+        hits = [h for h, a in zip(way_hits, areas, strict=True) if lo <= a < hi]
+        by_area[f"top1_{n_way}way_{name}"] = float(np.mean(hits)) if hits else float("nan")
+        by_area[f"regions_{name}"] = len(hits)
     lr_hits, lr_rows, lr_all = [], [], []  # left/right counts where the slice shows the side (not sagittal)
     for row, t in enumerate(truth):
         other = knowledge.contralateral(class_ids[t])
@@ -128,6 +138,7 @@ def region_metrics(
         "top5_chance": min(5 / c, 1.0),
         f"top1_{n_way}way": float(np.mean(way_hits)),
         f"top1_{n_way}way_chance": 1 / min(n_way, c),
+        **by_area,
         "left_right": float(np.mean(lr_hits)) if lr_hits else float("nan"),
         "left_right_chance": 0.5,
         "left_right_regions": len(lr_hits),
