@@ -64,6 +64,7 @@ def region_metrics(
     embeds, truth, guesses, visible, nearest, areas = [], [], [], [], [], []
     for batch in batches:
         enc = model.encode_image(batch.images, RegionPrompts(masks=batch.masks))
+        area = (batch.masks > 0.5).flatten(2).float().mean(-1)  # [B, R] share of the slice
         for b, ids in enumerate(batch.entry_ids):
             for r, entry_id in enumerate(ids):
                 if entry_id in index:
@@ -72,7 +73,7 @@ def region_metrics(
                     guesses.append(batch.position_guess[b][r] if batch.position_guess else None)
                     nearest.append(batch.nearest_training[b][r] if batch.nearest_training else None)
                     visible.append(batch.laterality_visible[b] if batch.laterality_visible else True)
-                    areas.append(float((batch.masks[b, r] > 0.5).float().mean()))
+                    areas.append(float(area[b, r]))
     if not embeds:
         raise ValueError("no evaluated region belongs to the given classes.")
     sims = F.normalize(torch.stack(embeds), dim=-1) @ class_embeddings(model, knowledge, class_ids, modality).T
