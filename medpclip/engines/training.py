@@ -74,6 +74,7 @@ class TrainConfig:
     synthetic_modalities: float = 0.0  # share of X-ray and ultrasound draws simulated from the training volumes
     lr: float = 1e-3
     vision_lr_scale: float = 0.1  # the vision tower's rate relative to lr (0.1 protects pretrained weights)
+    alpha_lr_scale: float = 1.0  # the `alpha` mode's alpha conv rate relative to lr
     warmup: int = 50
     ema_momentum: float = 0.0  # share of each step in the weight average that becomes model.pt (0: the last weights)
     eval_every: int = 250
@@ -218,7 +219,9 @@ def _train(config: TrainConfig, rank: int, world: int) -> Path:
         drop_last=True,
         generator=torch.Generator().manual_seed(config.seed),
     )
-    optimizer = torch.optim.AdamW(parameter_groups(model, config.lr, vision_scale=config.vision_lr_scale))
+    optimizer = torch.optim.AdamW(
+        parameter_groups(model, config.lr, vision_scale=config.vision_lr_scale, alpha_scale=config.alpha_lr_scale)
+    )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(config.warmup, config.iterations))
     vocabulary = sorted(
         {e for i in items for e in knowledge.map_labels(i["labels"].values(), i.get("label_source")).mapped.values()}
