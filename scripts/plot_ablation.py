@@ -9,7 +9,6 @@ and, on displaced slices, the position-only (atlas lookup) left/right as a solid
 from __future__ import annotations
 
 import argparse
-import io
 import json
 from pathlib import Path
 
@@ -17,8 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
-
-from medpclip.atomic import atomic_write_bytes  # noqa: E402
+from plot_results import save  # noqa: E402 - the sibling script's atomic PNG writer (scripts/ is on sys.path)
 
 # mode -> evaluation JSON stem (the `_displaced` twin holds the displaced figures)
 MODES = {
@@ -45,7 +43,7 @@ def ablation_figure(results: Path) -> plt.Figure:
         figures = {mode: json.loads((results / f"{stem}{suffix}.json").read_text()) for mode, stem in MODES.items()}
         for i, (mode, values) in enumerate(figures.items()):
             heights = [values[key] for key, _ in METRICS.values()]
-            axis.bar([m + (i - 1.5) * width for m in range(len(METRICS))], heights, width, label=mode)
+            axis.bar([m + (i - (len(MODES) - 1) / 2) * width for m in range(len(METRICS))], heights, width, label=mode)
         reference = next(iter(figures.values()))
         for m, (_, chance_key) in enumerate(METRICS.values()):
             if chance_key and chance_key in reference:
@@ -68,12 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", default=Path("docs/results"), type=Path)
     parser.add_argument("--out", default=Path("docs/images/ablation_full_budget.png"), type=Path)
     args = parser.parse_args(argv)
-    figure = ablation_figure(args.results)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(figure)
-    atomic_write_bytes(args.out, buffer.getvalue())
-    print(f"wrote {args.out}")
+    save(ablation_figure(args.results), args.out)
     return 0
 
 
