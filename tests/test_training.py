@@ -218,7 +218,7 @@ def test_evaluate_reports_registered_and_displaced_figures(tmp_path, phantom_dat
 
 
 def test_training_with_geometric_augmentation_runs(tmp_path, phantom_datalist):
-    final = train(tiny_train_config(tmp_path, phantom_datalist, iterations=2, displace=True))
+    final = train(tiny_train_config(tmp_path, phantom_datalist, iterations=2, displace=1.0))
     assert final.is_file()
     assert json.loads((final.parent / "config.json").read_text())["displace"] is True
 

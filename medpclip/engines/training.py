@@ -51,6 +51,10 @@ __all__ = ["TrainConfig", "train", "latest_checkpoint"]
 PRIOR_OFFSET = 3  # priors 1 to 3 slices away (thin and thick slices); <= the split gap: never a validation slice
 
 
+# TrainConfig settings that are a chance or a share
+_CHANCES = ("whole_image_prob", "displace", "box_shrink", "propagation", "synthetic_modalities", "ema_momentum")
+
+
 @dataclass
 class TrainConfig:
     """One training run. Paths are relative to the working directory."""
@@ -86,6 +90,13 @@ class TrainConfig:
     device: str = "cpu"  # "cuda" picks cuda:<LOCAL_RANK> under torchrun
     pretrained: str | None = None  # local open_clip / timm ViT weights (e.g. BiomedCLIP) for the vision tower
     init_checkpoint: str | None = None  # fine-tune: start from this MedP-CLIP checkpoint (its own architecture)
+
+    def __post_init__(self) -> None:
+        # A recipe typo such as "displace": true would otherwise train silently with another setting.
+        for name in _CHANCES:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise ValueError(f"training setting {name} must be a number from 0 to 1, not {value!r}.")
 
     @classmethod
     def from_json(cls, path: str | Path, **overrides: object) -> TrainConfig:

@@ -1,0 +1,51 @@
+"""The training recipes in ``configs/``: each one loads, and the four ablation recipes differ from the shipped CPU
+recipe in their region mode only (issue 4: the same data, budget and seed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from medpclip.engines.training import TrainConfig
+from medpclip.networks import MODEL_PRESETS
+from medpclip.networks.region_encoders import REGION_MODES
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+RECIPES = sorted(CONFIGS.glob("*.json"))
+ABLATION_MODES = ("global", "crop", "alpha", "medpclip")
+
+
+def test_the_recipes_folder_has_the_shipped_and_ablation_recipes():
+    names = {path.stem for path in RECIPES}
+    assert {"cpu_tiny", "gpu_vitb16_pretrain", *(f"ablation_{mode}" for mode in ABLATION_MODES)} <= names
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda path: path.stem)
+def test_every_recipe_loads_with_a_known_model_and_region_mode(path):
+    config = TrainConfig.from_json(path)
+    assert config.model in MODEL_PRESETS
+    assert config.region_mode in REGION_MODES
+    assert config.train_datalists and config.iterations > 0
+    if config.train_repeats is not None:
+        assert len(config.train_repeats) == len(config.train_datalists)
+
+
+@pytest.mark.parametrize("mode", ABLATION_MODES)
+def test_ablation_recipes_change_only_the_region_mode(mode):
+    shipped = json.loads((CONFIGS / "cpu_tiny.json").read_text())
+    ablation = json.loads((CONFIGS / f"ablation_{mode}.json").read_text())
+    assert ablation["region_mode"] == mode
+    ignored = {"description", "out_dir", "region_mode"}
+    assert {k: v for k, v in ablation.items() if k not in ignored} == {
+        k: v for k, v in shipped.items() if k not in ignored
+    }
+
+
+@pytest.mark.parametrize("value", [True, -0.1, 1.5, "0.5"])
+def test_a_chance_setting_outside_0_to_1_is_refused_with_its_name(tmp_path, value):
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({"train_datalists": ["x.json"], "displace": value}))
+    with pytest.raises(ValueError, match="displace must be a number from 0 to 1"):
+        TrainConfig.from_json(recipe)
