@@ -220,7 +220,7 @@ def test_evaluate_reports_registered_and_displaced_figures(tmp_path, phantom_dat
 def test_training_with_geometric_augmentation_runs(tmp_path, phantom_datalist):
     final = train(tiny_train_config(tmp_path, phantom_datalist, iterations=2, displace=1.0))
     assert final.is_file()
-    assert json.loads((final.parent / "config.json").read_text())["displace"] is True
+    assert json.loads((final.parent / "config.json").read_text())["displace"] == 1.0
 
 
 def test_sagittal_regions_do_not_use_their_twin_as_a_negative(monkeypatch):
