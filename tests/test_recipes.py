@@ -1,5 +1,6 @@
 """The training recipes in ``configs/``: each one loads, and the four ablation recipes differ from the shipped CPU
-recipe in their region mode only (issue 4: the same data, budget and seed)."""
+recipe in their region mode only (issue 4: the same data, budget and seed), the crop-rate recipe from `crop` in its
+vision rate only."""
 
 from __future__ import annotations
 
@@ -32,15 +33,19 @@ def test_every_recipe_loads_with_a_known_model_and_region_mode(path):
         assert len(config.train_repeats) == len(config.train_datalists)
 
 
+def _settings(name: str) -> dict:
+    """A recipe's settings without its description and output folder."""
+    recipe = json.loads((CONFIGS / f"{name}.json").read_text())
+    return {k: v for k, v in recipe.items() if k not in {"description", "out_dir"}}
+
+
 @pytest.mark.parametrize("mode", ABLATION_MODES)
 def test_ablation_recipes_change_only_the_region_mode(mode):
-    shipped = json.loads((CONFIGS / "cpu_tiny.json").read_text())
-    ablation = json.loads((CONFIGS / f"ablation_{mode}.json").read_text())
-    assert ablation["region_mode"] == mode
-    ignored = {"description", "out_dir", "region_mode"}
-    assert {k: v for k, v in ablation.items() if k not in ignored} == {
-        k: v for k, v in shipped.items() if k not in ignored
-    }
+    assert _settings(f"ablation_{mode}") == {**_settings("cpu_tiny"), "region_mode": mode}
+
+
+def test_the_crop_rate_recipe_changes_only_the_vision_rate():
+    assert _settings("ablation_crop_vision1x") == {**_settings("ablation_crop"), "vision_lr_scale": 1.0}
 
 
 @pytest.mark.parametrize("value", [True, -0.1, 1.5, "0.5"])
