@@ -83,6 +83,12 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--checkpoint", required=True, help="MedP-CLIP checkpoint (model.pt)")
     evaluate.add_argument("--samples", type=int, default=96, help="validation slices per label datalist")
     evaluate.add_argument("--displaced", action="store_true", help="move slices inside the frame (unregistered)")
+    evaluate.add_argument(
+        "--split",
+        choices=["validation", "training"],
+        default="validation",
+        help="held-out slices (default), or the training slices to compare with",
+    )
     evaluate.add_argument("--out", default=None, help="also write the metrics to this JSON file")
     return parser
 
@@ -166,6 +172,7 @@ def _run(args: argparse.Namespace) -> dict | str:
         recipe.modality_datalist,
         samples=args.samples,
         displaced=args.displaced,
+        split=args.split,
         seed=recipe.seed + 1,
         threads=recipe.threads,
         out=args.out,

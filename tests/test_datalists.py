@@ -172,3 +172,14 @@ def test_training_sees_a_colour_image_as_inference_does(tmp_path):
     served = load_image(tmp_path / "doppler.png", "US")
     assert trained.shape == (1, 128, 128) and trained.std() > 0.1, "the luminance, not the flat red channel"
     assert torch.allclose(trained, served.as_tensor().float(), atol=1e-5)
+
+
+def test_image_dataset_lists_the_files_that_load_and_names_the_others(tmp_path, capsys):
+    from PIL import Image
+
+    Image.fromarray(np.zeros((32, 32), dtype=np.uint8)).save(tmp_path / "good.png")
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    items = [{"image": str(tmp_path / n), "modality": "CR"} for n in ("broken.png", "good.png")]
+    assert ImageSliceDataset(items).readable_indices("modality images") == [1]
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and out[0].startswith(f"modality images: skipping {tmp_path / 'broken.png'}: ")

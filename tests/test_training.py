@@ -215,6 +215,12 @@ def test_evaluate_reports_registered_and_displaced_figures(tmp_path, phantom_dat
     assert 0 <= metrics[f"{name}/position_only_top1"] <= 1, "displaced samples carry the atlas-lookup baseline"
     assert f"{name}/nearest_training_top1" not in metrics
     assert 0 <= metrics[f"{name}/top1"] <= 1 and metrics[f"{name}/top1_chance"] > 0
+    assert main([*args, "--split", "training", "--out", str(out)]) == 0
+    trained = json.loads(out.read_text())
+    assert trained["split"] == "training" and registered["split"] == "validation"
+    assert trained["datalist/nearest_training_top1_10way"] == 1.0, (
+        "on training slices the lookup finds the slice itself"
+    )
 
 
 def test_training_with_geometric_augmentation_runs(tmp_path, phantom_datalist):

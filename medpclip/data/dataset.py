@@ -114,6 +114,19 @@ class ImageSliceDataset(_SliceDataset):
         image = torch.as_tensor(sample["image"]).float()
         return {"image": image, "modality": item.get("modality"), "text": item.get("text"), "source": item["image"]}
 
+    def readable_indices(self, what: str = "images") -> list[int]:
+        """Indices of the items that load, each loaded once; an unreadable one (e.g. 16-bit RGB ultrasound, which
+        ITK does not wrap) is skipped with a one-line message naming ``what`` and the file."""
+        readable = []
+        for index, item in enumerate(self.items):
+            try:
+                self[index]
+                readable.append(index)
+            except RuntimeError as err:  # MONAI wraps the reader's error
+                reason = str(err.__cause__ or err).strip().splitlines()[0]
+                print(f"{what}: skipping {item['image']}: {reason}")
+        return readable
+
 
 class RegionSliceDataset(_SliceDataset):
     """Random 2D region samples from label-map datalist items (form (a), see :mod:`medpclip.data.datalists`).

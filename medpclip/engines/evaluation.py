@@ -21,21 +21,29 @@ def evaluate_checkpoint(
     *,
     samples: int = 96,
     displaced: bool = False,
+    split: str = "validation",
     seed: int = 1,
     threads: int = 2,
     out: str | Path | None = None,
 ) -> dict:
-    """Metrics of ``checkpoint`` on the ``validation`` split of the datalists (see :class:`Validator`); also
-    written to ``out`` (JSON) when given."""
+    """Metrics of ``checkpoint`` on one split of the datalists (``validation``: held out; see :class:`Validator`);
+    also written to ``out`` (JSON) when given."""
     torch.set_num_threads(threads)
     model = load_checkpoint(checkpoint).eval()
     validator = Validator.from_datalists(
-        val_datalists, modality_datalist, samples=samples, seed=seed, displace=displaced, image_size=model.image_size
+        val_datalists,
+        modality_datalist,
+        samples=samples,
+        seed=seed,
+        displace=displaced,
+        image_size=model.image_size,
+        split=split,
     )
     metrics = {
         "checkpoint": str(checkpoint),
         "region_mode": model.config["region_mode"],
         "displaced": displaced,
+        "split": split,
         "samples": samples,
         **{k: None if v != v else v for k, v in validator(model).items()},  # NaN (no lateral regions) -> null
     }

@@ -342,14 +342,7 @@ def _modality_batches(
     if not items:
         raise ValueError(f"{datalist} has no training images of the modalities {', '.join(MODALITY_CLASSES)}.")
     dataset = ImageSliceDataset(items, image_size=image_size, cache_size=len(items)).set_random_state(seed)
-    readable = []
-    for index, item in enumerate(items):  # loads each file once into the cache
-        try:
-            dataset[index]
-            readable.append(index)
-        except RuntimeError as err:  # e.g. 16-bit RGB ultrasound, which ITK does not wrap
-            reason = str(err.__cause__ or err).strip().splitlines()[0]
-            print(f"modality images: skipping {item['image']}: {reason}")
+    readable = dataset.readable_indices("modality images")  # loads each file once into the cache
     families = Counter(modality_family(items[i]["modality"]) for i in readable)
     weights = [1 / families[modality_family(items[i]["modality"])] for i in readable]
     generator = torch.Generator().manual_seed(seed)

@@ -55,13 +55,15 @@ class Validator:
         seed: int = 0,
         displace: bool = False,
         image_size: int = 128,
+        split: str = "validation",
     ) -> Validator:
-        """Held-out samples of each datalist's ``validation`` split; ``displace`` moves them inside the frame.
-        Registered samples carry the nearest-training-slice baseline of the datalist's ``training`` slabs."""
+        """Samples of each datalist's ``split`` (held-out ``validation``, or ``training`` to see what the model
+        learnt of the slices it trained on); ``displace`` moves them inside the frame. Registered samples carry the
+        nearest-training-slice baseline of the datalist's ``training`` slabs (1.0 on the training split)."""
         knowledge = default_knowledge_base()
         sets = []
         for path in label_datalists:
-            items = load_datalist(path, "validation")
+            items = load_datalist(path, split)
             per_item = math.ceil(samples / len(items))
             dataset = RegionSliceDataset(
                 items,
@@ -85,9 +87,9 @@ class Validator:
             )
         validator = cls(region_sets=sets, knowledge=knowledge)
         if modality_datalist:
-            items = load_datalist(modality_datalist, "validation")
+            items = load_datalist(modality_datalist, split)
             dataset = ImageSliceDataset(items, image_size=image_size).set_random_state(seed)
-            samples_ = [dataset[i] for i in range(len(dataset))]
+            samples_ = [dataset[i] for i in dataset.readable_indices("modality images")]
             families = [modality_family(s["modality"]) for s in samples_]
             validator.modality_classes = [knowledge.lookup(n).id for n in MODALITY_CLASSES.values()]
             keep = [i for i, f in enumerate(families) if f in MODALITY_CLASSES]
