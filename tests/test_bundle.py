@@ -239,3 +239,13 @@ def test_recipes_merged_over_train_json_give_the_cli_settings(recipe):
     parser = ConfigParser()
     parser.read_config([str(CONFIGS / "train.json"), str(recipe)])
     assert parser.get_parsed_content("train_config") == TrainConfig.from_json(recipe)
+
+
+def test_train_json_passes_every_training_setting():
+    """A setting missing from train.json's ``train_config`` would be dropped without a word when a recipe is merged."""
+    from dataclasses import fields
+
+    from medpclip.engines.training import TrainConfig
+
+    passed = json.loads((CONFIGS / "train.json").read_text())["train_config"]
+    assert set(passed) - {"_target_"} == {f.name for f in fields(TrainConfig)}

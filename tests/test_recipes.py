@@ -1,6 +1,6 @@
 """The training recipes in ``configs/``: each one loads, and the four ablation recipes differ from the shipped CPU
 recipe in their region mode only (issue 4: the same data, budget and seed), the crop-rate recipe from `crop` in its
-vision rate only."""
+vision rate only, and the continued CPU recipe from the CPU recipe in its start, rate and seed only."""
 
 from __future__ import annotations
 
@@ -54,3 +54,11 @@ def test_a_chance_setting_outside_0_to_1_is_refused_with_its_name(tmp_path, valu
     recipe.write_text(json.dumps({"train_datalists": ["x.json"], "displace": value}))
     with pytest.raises(ValueError, match="displace must be a number from 0 to 1"):
         TrainConfig.from_json(recipe)
+
+
+def test_the_continued_recipe_starts_from_the_cpu_recipe_output_and_changes_only_rate_and_seed():
+    first, second = _settings("cpu_tiny"), _settings("cpu_tiny_continue")
+    output = json.loads((CONFIGS / "cpu_tiny.json").read_text())["out_dir"]
+    assert second["init_checkpoint"] == f"{output}/model.pt", "stage two trains what stage one wrote"
+    assert second["lr"] < first["lr"] and second["seed"] != first["seed"]
+    assert second == {**first, "init_checkpoint": second["init_checkpoint"], "lr": second["lr"], "seed": second["seed"]}

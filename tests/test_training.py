@@ -288,3 +288,25 @@ def test_train_repeats_list_each_datalists_items_that_many_times(phantom_datalis
     for bad in ([0, 1], [1], [1.5, 1], [True, 1]):
         with pytest.raises(ValueError, match="train_repeats"):
             training._training_items([str(phantom_datalist), str(other)], bad)
+
+
+def test_fine_tuning_keeps_frozen_parameters_and_trains_the_rest(tmp_path, phantom_datalist):
+    from medpclip.networks import save_checkpoint
+
+    torch.manual_seed(0)
+    start = save_checkpoint(build_model("tiny"), tmp_path / "start.pt")
+    frozen = ["vision.", "visual_proj."]
+    final = train(
+        tiny_train_config(tmp_path, phantom_datalist, iterations=2, init_checkpoint=str(start), frozen=frozen)
+    )
+    before, after = load_checkpoint(start).state_dict(), load_checkpoint(final).state_dict()
+    kept = [k for k in before if k.startswith(tuple(frozen))]
+    assert kept and all(torch.equal(before[k], after[k]) for k in kept)
+    moved = [k for k in before if not k.startswith(tuple(frozen)) and not torch.equal(before[k], after[k])]
+    assert any(k.startswith("region_encoder.") for k in moved), "the prompt path still trains"
+
+
+@pytest.mark.parametrize(("frozen", "message"), [(["visoin."], "names no parameter"), ("vision.", "list of")])
+def test_a_frozen_prefix_that_is_a_typo_stops_the_run(tmp_path, phantom_datalist, frozen, message):
+    with pytest.raises(ValueError, match=message):
+        train(tiny_train_config(tmp_path, phantom_datalist, iterations=1, frozen=frozen))

@@ -90,6 +90,7 @@ class TrainConfig:
     device: str = "cpu"  # "cuda" picks cuda:<LOCAL_RANK> under torchrun
     pretrained: str | None = None  # local open_clip / timm ViT weights (e.g. BiomedCLIP) for the vision tower
     init_checkpoint: str | None = None  # fine-tune: start from this MedP-CLIP checkpoint (its own architecture)
+    frozen: list[str] = field(default_factory=list)  # parameter-name prefixes left untrained (e.g. "vision.")
 
     def __post_init__(self) -> None:
         # A recipe typo such as "displace": true would otherwise train silently with another setting.
@@ -97,6 +98,8 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
                 raise ValueError(f"training setting {name} must be a number from 0 to 1, not {value!r}.")
+        if not isinstance(self.frozen, list) or not all(isinstance(p, str) and p for p in self.frozen):
+            raise ValueError(f"training setting frozen must be a list of parameter-name prefixes, not {self.frozen!r}.")
 
     @classmethod
     def from_json(cls, path: str | Path, **overrides: object) -> TrainConfig:
@@ -106,6 +109,18 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown training settings in {path}: {', '.join(sorted(unknown))}.")
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _freeze(model: torch.nn.Module, prefixes: list[str]) -> None:
+    """Stop gradients to every parameter whose name starts with one of ``prefixes``; a prefix that names no
+    parameter is a typo and raises a ValueError."""
+    names = [name for name, _ in model.named_parameters()]
+    unknown = [prefix for prefix in prefixes if not any(name.startswith(prefix) for name in names)]
+    if unknown:
+        raise ValueError(f"frozen names no parameter of the model: {', '.join(unknown)}.")
+    for name, param in model.named_parameters():
+        if name.startswith(tuple(prefixes)):
+            param.requires_grad_(False)
 
 
 def latest_checkpoint(folder: Path) -> Path | None:
@@ -205,6 +220,7 @@ def _train(config: TrainConfig, rank: int, world: int) -> Path:
         report = import_vision_weights(model, config.pretrained)
         if lead:
             print(f"vision tower initialised from {config.pretrained}: {report}")
+    _freeze(model, config.frozen)
     model = model.to(device)
     items = _training_items(config.train_datalists, config.train_repeats)
     # samples_per_item only sizes one pass of the loader; the iteration budget decides how long training runs

@@ -89,7 +89,9 @@ class Validator:
         if modality_datalist:
             items = load_datalist(modality_datalist, split)
             dataset = ImageSliceDataset(items, image_size=image_size).set_random_state(seed)
-            samples_ = [dataset[i] for i in dataset.readable_indices("modality images")]
+            readable = dataset.readable_indices("modality images")
+            dataset.set_random_state(seed)  # the same draws whether or not a file was skipped before
+            samples_ = [dataset[i] for i in readable]
             families = [modality_family(s["modality"]) for s in samples_]
             validator.modality_classes = [knowledge.lookup(n).id for n in MODALITY_CLASSES.values()]
             keep = [i for i, f in enumerate(families) if f in MODALITY_CLASSES]
