@@ -88,7 +88,8 @@ class Validator:
         validator = cls(region_sets=sets, knowledge=knowledge)
         if modality_datalist:
             items = load_datalist(modality_datalist, split)
-            dataset = ImageSliceDataset(items, image_size=image_size).set_random_state(seed)
+            # every file cached by the readability pass, so drawing the samples reads none of them again
+            dataset = ImageSliceDataset(items, image_size=image_size, cache_size=len(items)).set_random_state(seed)
             readable = dataset.readable_indices("modality images")
             dataset.set_random_state(seed)  # the same draws whether or not a file was skipped before
             samples_ = [dataset[i] for i in readable]
