@@ -43,6 +43,22 @@ def test_predictor_segments_classifies_and_refines_on_the_cached_prefix(make_mod
     assert {r["label"] for r in ranking} == {"liver", "spleen", "a bright round lesion"}
 
 
+def test_whole_image_classification_ranks_the_global_embedding(make_model):
+    """No prompt ranks the global embedding (trained and evaluated on modality), a prompt its region embedding."""
+    predictor = SlicePredictor(make_model())
+    predictor.set_image(torch.rand(1, 90, 120, generator=torch.Generator().manual_seed(1)))
+    labels = ["CT", "MR", "X-ray", "ultrasound"]
+    encoding = predictor.encode(None)
+    as_global = predictor.rank_embedding(encoding.global_embeds[0], labels)
+    as_region = predictor.rank_embedding(encoding.region_embeds[0, 0], labels)
+    assert as_global != as_region, "the two embeddings must rank differently for this test to tell them apart"
+    assert predictor.classify(labels) == as_global
+    box = (10, 10, 60, 80)
+    assert predictor.classify(labels, box=box) == predictor.rank_embedding(
+        predictor.encode(predictor.prompts(box=box)).region_embeds[0, 0], labels
+    )
+
+
 @pytest.mark.parametrize(
     "prompt, message",
     [

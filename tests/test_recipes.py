@@ -1,6 +1,7 @@
 """The training recipes in ``configs/``: each one loads, and the four ablation recipes differ from the shipped CPU
 recipe in their region mode only (issue 4: the same data, budget and seed), the crop-rate recipe from `crop` in its
-vision rate only, and the continued CPU recipe from the CPU recipe in its start, rate and seed only."""
+vision rate only, the continued CPU recipe from the CPU recipe in its start, rate and seed only, and the distilled
+one from the continued one in its distillation only."""
 
 from __future__ import annotations
 
@@ -62,3 +63,9 @@ def test_the_continued_recipe_starts_from_the_cpu_recipe_output_and_changes_only
     assert second["init_checkpoint"] == f"{output}/model.pt", "stage two trains what stage one wrote"
     assert second["lr"] < first["lr"] and second["seed"] != first["seed"]
     assert second == {**first, "init_checkpoint": second["init_checkpoint"], "lr": second["lr"], "seed": second["seed"]}
+
+
+def test_the_distilled_recipe_differs_from_the_continued_one_in_its_distillation_only():
+    plain, distilled = _settings("cpu_tiny_continue"), _settings("cpu_tiny_continue_distill")
+    assert distilled["distill_weight"] > 0
+    assert distilled == {**plain, "distill_weight": distilled["distill_weight"]}

@@ -80,6 +80,31 @@ def test_vocabulary_and_modality_image_terms_train(phantom_datalist):
     assert "region_class" not in no_vocabulary
 
 
+def test_distillation_holds_the_modality_images_to_the_teacher(phantom_datalist):
+    items = load_datalist(phantom_datalist)
+    dataset = RegionSliceDataset(items, num_regions=3).set_random_state(0)
+    batch = next(iter(DataLoader(dataset, batch_size=2, collate_fn=collate_regions)))
+
+    def modality_images():
+        while True:
+            yield torch.rand(3, 1, 128, 128), ["US", "CR", "CT"]
+
+    torch.manual_seed(0)
+    model, other = build_model("tiny"), build_model("tiny")
+    teacher = build_model("tiny")
+    teacher.load_state_dict(model.state_dict())
+    same = RegionTrainStep(forms=("box",), modality_images=modality_images(), teacher=teacher, distill_weight=2.0)
+    assert same.losses(model, batch)["image_distill"].abs() < 1e-5, "a student equal to its teacher loses nothing"
+    moved = RegionTrainStep(forms=("box",), modality_images=modality_images(), teacher=other, distill_weight=2.0)
+    loss = moved.losses(model, batch)["image_distill"]
+    assert 0 < loss <= 2 * 2
+    loss.backward()
+    assert model.vision.patch_embed.proj.weight.grad.abs().sum() > 0, "the student's tower is pulled to the teacher"
+    assert all(p.grad is None for p in other.parameters()), "the teacher does not train"
+    with pytest.raises(ValueError, match="teacher"):
+        RegionTrainStep(distill_weight=1.0, modality_images=modality_images())
+
+
 def test_modality_batches_draw_every_family_and_skip_unreadable_files(tmp_path, capsys, monkeypatch):
     from PIL import Image
 
@@ -304,6 +329,48 @@ def test_fine_tuning_keeps_frozen_parameters_and_trains_the_rest(tmp_path, phant
     assert kept and all(torch.equal(before[k], after[k]) for k in kept)
     moved = [k for k in before if not k.startswith(tuple(frozen)) and not torch.equal(before[k], after[k])]
     assert any(k.startswith("region_encoder.") for k in moved), "the prompt path still trains"
+
+
+def test_a_distilled_second_stage_holds_to_its_starting_checkpoint(tmp_path, phantom_datalist, monkeypatch):
+    from PIL import Image
+
+    from medpclip.networks import save_checkpoint
+
+    items = []
+    for n, modality in enumerate(["CT", "US", "CR"]):
+        Image.fromarray((np.random.default_rng(n).random((40, 40)) * 255).astype(np.uint8)).save(tmp_path / f"{n}.png")
+        items.append({"image": str(tmp_path / f"{n}.png"), "modality": modality, "text": f"a {modality} image"})
+    modalities = tmp_path / "modalities.json"
+    modalities.write_text(json.dumps({"training": items, "validation": items[:1]}))
+    torch.manual_seed(0)
+    start = save_checkpoint(build_model("tiny"), tmp_path / "start.pt")
+    teachers, distill = [], RegionTrainStep._distill
+
+    def spy(step, images, global_embeds):
+        teachers.append(step.teacher)
+        return distill(step, images, global_embeds)
+
+    monkeypatch.setattr(RegionTrainStep, "_distill", spy)
+    changes = dict(init_checkpoint=str(start), modality_datalist=str(modalities), modality_batch=2, distill_weight=1.0)
+    final = train(tiny_train_config(tmp_path, phantom_datalist, iterations=2, **changes))
+    assert len(teachers) == 2 and teachers[0] is teachers[1]
+    start_state = load_checkpoint(start).state_dict()
+    assert all(torch.equal(v, start_state[k]) for k, v in teachers[0].state_dict().items()), "the teacher is the start"
+    assert not all(torch.equal(v, start_state[k]) for k, v in load_checkpoint(final).state_dict().items())
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"distill_weight": 1.0}, "needs init_checkpoint"),
+        ({"distill_weight": -1.0, "init_checkpoint": "a.pt", "modality_datalist": "m.json"}, ">= 0"),
+        ({"distill_weight": "1", "init_checkpoint": "a.pt", "modality_datalist": "m.json"}, "a number"),
+        ({"distill_weight": 1.0, "init_checkpoint": "a.pt"}, "modality_datalist"),
+    ],
+)
+def test_distillation_without_a_teacher_or_images_is_refused(tmp_path, phantom_datalist, changes, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_train_config(tmp_path, phantom_datalist, **changes)
 
 
 @pytest.mark.parametrize(("frozen", "message"), [(["visoin."], "names no parameter"), ("vision.", "list of")])

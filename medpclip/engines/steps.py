@@ -49,6 +49,8 @@ class RegionTrainStep:
         vocabulary_weight: float = 1.0,
         modality_images: Iterator[tuple[torch.Tensor, list[str]]] | None = None,
         propagation: float = 0.0,
+        teacher: MedPCLIP | None = None,
+        distill_weight: float = 0.0,
         seed: int = 0,
     ) -> None:
         unknown = set(forms) - set(PROMPT_FORMS)
@@ -62,6 +64,9 @@ class RegionTrainStep:
         self.mask_weight, self.global_weight = mask_weight, global_weight
         self.vocabulary, self.vocabulary_weight = list(vocabulary), vocabulary_weight
         self.modality_images = modality_images
+        if distill_weight and (teacher is None or modality_images is None):
+            raise ValueError("distill_weight needs a teacher model and modality_images to hold to it.")
+        self.teacher, self.distill_weight = teacher, distill_weight
         self.modality_classes = [self.knowledge.lookup(name).id for name in MODALITY_CLASSES.values()]
         self.rng = np.random.default_rng(seed)
 
@@ -78,7 +83,8 @@ class RegionTrainStep:
         return {"loss": float(total.detach()), **{k: float(v.detach()) for k, v in losses.items()}}
 
     def losses(self, model: MedPCLIP, batch: RegionBatch) -> dict[str, torch.Tensor]:
-        """The weighted loss terms of one batch (``region_text``, ``region_class``, ``image_class``, ``mask``)."""
+        """The weighted loss terms of one batch (``region_text``, ``region_class``, ``image_class``,
+        ``image_distill``, ``mask``)."""
         draw_propagated = self.propagation and self.rng.random() < self.propagation  # no draw when off: same stream
         form = PROPAGATED if draw_propagated else self.forms[self.rng.integers(len(self.forms))]
         prompts = batch.prompts(form)
@@ -89,7 +95,15 @@ class RegionTrainStep:
         if self.vocabulary and self.vocabulary_weight:
             out["region_class"] = self.vocabulary_weight * self._region_class(model, region_embeds, batch)
         if self.global_weight:
-            out["image_class"] = self.global_weight * self._image_class(model, enc.global_embeds, batch.modalities)
+            global_embeds, modalities = enc.global_embeds, batch.modalities
+            if self.modality_images is not None:
+                images, extra = next(self.modality_images)
+                images = images.to(global_embeds.device)
+                extra_embeds = model.encode_image(images).global_embeds
+                if self.distill_weight:
+                    out["image_distill"] = self.distill_weight * self._distill(images, extra_embeds)
+                global_embeds, modalities = torch.cat([global_embeds, extra_embeds]), [*modalities, *extra]
+            out["image_class"] = self.global_weight * self._image_class(model, global_embeds, modalities)
         if self.mask_weight and form != "mask":  # a mask prompt would let the decoder copy its input
             prior = (batch.prior_masks * 2 - 1) * PRIOR_LOGIT if form == PROPAGATED else None
             out["mask"] = self.mask_weight * self._interactive_mask(model, batch, prompts, prefix, enc, prior)
@@ -134,12 +148,7 @@ class RegionTrainStep:
         return class_loss(embeds, model.encode_text(texts), targets, model.logit_scale, not_negative)
 
     def _image_class(self, model: MedPCLIP, global_embeds: torch.Tensor, modalities: list[str | None]) -> torch.Tensor:
-        """Global embeddings (the batch's, then a batch of ``modality_images``) classified over modality families."""
-        if self.modality_images is not None:
-            images, extra = next(self.modality_images)
-            extra_embeds = model.encode_image(images.to(global_embeds.device)).global_embeds
-            global_embeds = torch.cat([global_embeds, extra_embeds])
-            modalities = [*modalities, *extra]
+        """Global embeddings ``[N, E]`` classified over modality families."""
         index = {c: i for i, c in enumerate(self.modality_classes)}
         entries = [self.knowledge.lookup(MODALITY_CLASSES.get(modality_family(m), "")) for m in modalities]
         keep = [i for i, e in enumerate(entries) if e is not None and e.id in index]
@@ -148,6 +157,13 @@ class RegionTrainStep:
         texts = [self.knowledge.captions(c, seed=int(self.rng.integers(2**31)))[0] for c in self.modality_classes]
         targets = torch.tensor([index[entries[i].id] for i in keep], device=global_embeds.device)
         return class_loss(global_embeds[keep], model.encode_text(texts), targets, model.logit_scale)
+
+    def _distill(self, images: torch.Tensor, global_embeds: torch.Tensor) -> torch.Tensor:
+        """Mean cosine distance of ``global_embeds [N, E]`` to the teacher's for the same ``images [N, 1, S, S]``."""
+        self.teacher.eval()
+        with torch.no_grad():
+            target = self.teacher.encode_image(images).global_embeds
+        return (1 - F.cosine_similarity(global_embeds, target, dim=-1)).mean()
 
     def _interactive_mask(
         self,

@@ -91,6 +91,7 @@ class TrainConfig:
     pretrained: str | None = None  # local open_clip / timm ViT weights (e.g. BiomedCLIP) for the vision tower
     init_checkpoint: str | None = None  # fine-tune: start from this MedP-CLIP checkpoint (its own architecture)
     frozen: list[str] = field(default_factory=list)  # parameter-name prefixes left untrained (e.g. "vision.")
+    distill_weight: float = 0.0  # hold the modality images' global embeddings to init_checkpoint's (0: off)
 
     def __post_init__(self) -> None:
         # A recipe typo such as "displace": true would otherwise train silently with another setting.
@@ -100,6 +101,13 @@ class TrainConfig:
                 raise ValueError(f"training setting {name} must be a number from 0 to 1, not {value!r}.")
         if not isinstance(self.frozen, list) or not all(isinstance(p, str) and p for p in self.frozen):
             raise ValueError(f"training setting frozen must be a list of parameter-name prefixes, not {self.frozen!r}.")
+        if isinstance(self.distill_weight, bool) or not isinstance(self.distill_weight, (int, float)):
+            raise ValueError(f"training setting distill_weight must be a number, not {self.distill_weight!r}.")
+        if self.distill_weight < 0 or (self.distill_weight and not (self.init_checkpoint and self.modality_datalist)):
+            raise ValueError(
+                "training setting distill_weight must be >= 0, and above 0 it needs init_checkpoint (the teacher) "
+                f"and modality_datalist (the images held to it), got {self.distill_weight!r}."
+            )
 
     @classmethod
     def from_json(cls, path: str | Path, **overrides: object) -> TrainConfig:
@@ -121,6 +129,13 @@ def _freeze(model: torch.nn.Module, prefixes: list[str]) -> None:
     for name, param in model.named_parameters():
         if name.startswith(tuple(prefixes)):
             param.requires_grad_(False)
+
+
+def _teacher(path: str, device: torch.device) -> torch.nn.Module:
+    """The model a second stage starts from, frozen, to hold the student's image-level embeddings to."""
+    teacher = load_checkpoint(path).to(device).eval()
+    teacher.requires_grad_(False)
+    return teacher
 
 
 def latest_checkpoint(folder: Path) -> Path | None:
@@ -269,6 +284,8 @@ def _train(config: TrainConfig, rank: int, world: int) -> Path:
         vocabulary_weight=config.vocabulary_weight,
         modality_images=modality_images,
         propagation=config.propagation,
+        teacher=_teacher(config.init_checkpoint, device) if config.distill_weight else None,
+        distill_weight=config.distill_weight,
         seed=config.seed + rank,
     )
     network = model

@@ -89,8 +89,14 @@ class SlicePredictor:
     @torch.inference_mode()
     def classify(self, labels: Sequence[str], **prompt_args: object) -> list[dict]:
         """Rank free-text ``labels`` for the prompted region (no prompt: the whole image), most probable first:
-        ``[{"label": str, "probability": float}, ...]``. Known terms use the knowledge base's prompt ensemble."""
-        return self.rank(self.encode(self.prompts(**prompt_args)), labels)
+        ``[{"label": str, "probability": float}, ...]``. Known terms use the knowledge base's prompt ensemble.
+        Without a prompt the global image embedding is ranked: the one trained, and evaluated, on image-level
+        classification (the whole-image region names the region's content, and is weaker at modality)."""
+        prompts = self.prompts(**prompt_args)
+        encoding = self.encode(prompts)
+        return self.rank_embedding(
+            encoding.global_embeds[0] if prompts is None else encoding.region_embeds[0, 0], labels
+        )
 
     @torch.inference_mode()
     def decode(self, encoding: ImageEncoding, prev_logits: torch.Tensor | None = None) -> torch.Tensor:
@@ -98,11 +104,6 @@ class SlicePredictor:
         fit = self._require_image()
         prev = None if prev_logits is None else fit.image(prev_logits[None].float(), mode="bilinear")[None]
         return fit.logits_back(self.model.decode_masks(encoding, prev_mask_logits=prev)[0, 0])
-
-    @torch.inference_mode()
-    def rank(self, encoding: ImageEncoding, labels: Sequence[str]) -> list[dict]:
-        """Ranked ``labels`` for the first region of an :meth:`encode` result (see :meth:`classify`)."""
-        return self.rank_embedding(encoding.region_embeds[0, 0], labels)
 
     @torch.inference_mode()
     def rank_embedding(self, embedding: torch.Tensor, labels: Sequence[str]) -> list[dict]:

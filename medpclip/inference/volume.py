@@ -181,7 +181,7 @@ def classify_region(
     embeddings averaged."""
     if region is None or volume.ndim == 3:
         predictor.set_image(slice_of(volume, axis, prompt.index))
-        return predictor.rank(predictor.encode(predictor.prompts(**prompt.as_args())), labels)
+        return predictor.classify(labels, **prompt.as_args())
     planes = np.moveaxis(region, axis, 0)
     present = np.flatnonzero(planes.reshape(planes.shape[0], -1).any(1))
     picked = present[np.linspace(0, len(present) - 1, min(CLASSIFY_SLICES, len(present))).round().astype(int)]
