@@ -66,6 +66,8 @@ class RegionTrainStep:
         self.modality_images = modality_images
         if distill_weight and (teacher is None or modality_images is None):
             raise ValueError("distill_weight needs a teacher model and modality_images to hold to it.")
+        if teacher is not None:  # frozen once here, not at every step
+            teacher.eval().requires_grad_(False)
         self.teacher, self.distill_weight = teacher, distill_weight
         self.modality_classes = [self.knowledge.lookup(name).id for name in MODALITY_CLASSES.values()]
         self.rng = np.random.default_rng(seed)
@@ -160,7 +162,6 @@ class RegionTrainStep:
 
     def _distill(self, images: torch.Tensor, global_embeds: torch.Tensor) -> torch.Tensor:
         """Mean cosine distance of ``global_embeds [N, E]`` to the teacher's for the same ``images [N, 1, S, S]``."""
-        self.teacher.eval()
         with torch.no_grad():
             target = self.teacher.encode_image(images).global_embeds
         return (1 - F.cosine_similarity(global_embeds, target, dim=-1)).mean()

@@ -131,13 +131,6 @@ def _freeze(model: torch.nn.Module, prefixes: list[str]) -> None:
             param.requires_grad_(False)
 
 
-def _teacher(path: str, device: torch.device) -> torch.nn.Module:
-    """The model a second stage starts from, frozen, to hold the student's image-level embeddings to."""
-    teacher = load_checkpoint(path).to(device).eval()
-    teacher.requires_grad_(False)
-    return teacher
-
-
 def latest_checkpoint(folder: Path) -> Path | None:
     """The training checkpoint with the highest iteration in ``folder``, if any."""
     found = _checkpoints(folder)
@@ -284,7 +277,7 @@ def _train(config: TrainConfig, rank: int, world: int) -> Path:
         vocabulary_weight=config.vocabulary_weight,
         modality_images=modality_images,
         propagation=config.propagation,
-        teacher=_teacher(config.init_checkpoint, device) if config.distill_weight else None,
+        teacher=load_checkpoint(config.init_checkpoint, device) if config.distill_weight else None,
         distill_weight=config.distill_weight,
         seed=config.seed + rank,
     )
