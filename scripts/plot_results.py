@@ -1,6 +1,11 @@
 """Pictures of a training run: training curves and region–text similarity heatmaps on validation slices.
 
-Usage: python scripts/plot_results.py --run runs/cpu_tiny [--out docs/images] [--data data/prepared]
+Usage: python scripts/plot_results.py --run runs/cpu_tiny [runs/stage_two ...] [--checkpoint model.pt]
+                                      [--name NAME] [--out docs/images] [--data data/prepared]
+
+Several runs are stages of one model (each started from the one before): their curves follow each other on one
+iteration axis, a dashed line at each new stage. The heatmaps show ``--checkpoint`` (default: the last run's
+``model.pt``, e.g. a weight average of the stages), the files are named after ``--name`` (default: the last run).
 
 The heatmap of a text on an image: a click at every patch centre (all clicks batched as prompts on one image
 pass), each click's region embedding compared with the text's prompt-ensemble embedding.
@@ -39,32 +44,45 @@ def save(figure: plt.Figure, path: Path) -> None:
     print(f"wrote {path}")
 
 
-def training_curves(run: Path) -> plt.Figure:
+def training_curves(runs: list[Path]) -> plt.Figure:
+    """Training losses (left) and logged held-out metrics (right) of consecutive ``runs`` on one iteration axis."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(run / "tensorboard"))
-    events.Reload()
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for tag in events.Tags()["scalars"]:
-        values = torch.tensor([e.value for e in events.Scalars(tag)])
-        steps = [e.step for e in events.Scalars(tag)]
-        window = 25
-        smooth = F.avg_pool1d(values[None, None], window, stride=1).flatten() if len(values) > window else values
-        left.plot(steps[len(steps) - len(smooth) :], smooth.numpy(), label=tag)
+    offset, colours = 0, {}
+    for stage, run in enumerate(runs):
+        events = EventAccumulator(str(run / "tensorboard"))
+        events.Reload()
+        for tag in events.Tags()["scalars"]:
+            values = torch.tensor([e.value for e in events.Scalars(tag)])
+            steps = [offset + e.step for e in events.Scalars(tag)]
+            window = 25
+            smooth = F.avg_pool1d(values[None, None], window, stride=1).flatten() if len(values) > window else values
+            _plot(left, colours, tag, steps[len(steps) - len(smooth) :], smooth.numpy())
+        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        for key in CURVES:
+            if key in records[0]:
+                _plot(right, colours, key, [offset + r["iteration"] for r in records], [r[key] for r in records], "o")
+        if stage:
+            for axis in (left, right):
+                axis.axvline(offset, color="grey", linestyle="--", linewidth=0.8)
+        offset += records[-1]["iteration"]
     left.set(title="training losses (moving average of 25 iterations)", xlabel="iteration")
     left.legend()
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    for key in CURVES:
-        if key in records[0]:
-            right.plot([r["iteration"] for r in records], [r[key] for r in records], marker="o", label=key)
     right.set(title="held-out metrics", xlabel="iteration", ylim=(0, 1.02))
     right.legend(fontsize=8)
     return figure
 
 
+def _plot(axis: plt.Axes, colours: dict[str, str], label: str, x: list, y: object, marker: str | None = None) -> None:
+    """One stage of one curve, in the colour its first stage got and labelled once."""
+    (line,) = axis.plot(x, y, marker=marker, color=colours.get(label), label=None if label in colours else label)
+    colours.setdefault(label, line.get_color())
+
+
 @torch.no_grad()
-def similarity_heatmaps(run: Path, data: Path, n_images: int = 3, grid: int = 16) -> plt.Figure:
-    model = load_checkpoint(run / "model.pt").eval()
+def similarity_heatmaps(checkpoint: Path, data: Path, n_images: int = 3, grid: int = 16) -> plt.Figure:
+    model = load_checkpoint(checkpoint).eval()
     knowledge = default_knowledge_base()
     items = [i for i in load_datalist(data / "datalist_brain_aal3.json", "validation") if i["axis"] == 2]
     dataset = RegionSliceDataset(items, num_regions=1).set_random_state(3)
@@ -93,15 +111,23 @@ def similarity_heatmaps(run: Path, data: Path, n_images: int = 3, grid: int = 16
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", required=True, type=Path)
+    parser.add_argument("--run", required=True, type=Path, nargs="+", help="one run, or its stages in order")
+    parser.add_argument("--checkpoint", type=Path, help="model of the heatmaps (default: the last run's model.pt)")
+    parser.add_argument("--name", help="file name prefix (default: the last run's folder name)")
     parser.add_argument("--out", default=Path("docs/images"), type=Path)
     parser.add_argument("--data", default=Path("data/prepared"), type=Path)
     args = parser.parse_args(argv)
-    if not (args.run / "model.pt").is_file() or not (args.run / "metrics.jsonl").is_file():
-        print(f"plot_results: error: {args.run} has no model.pt and metrics.jsonl (train first)", file=sys.stderr)
+    checkpoint = args.checkpoint or args.run[-1] / "model.pt"
+    for run in args.run:
+        if not (run / "metrics.jsonl").is_file():
+            print(f"plot_results: error: {run} has no metrics.jsonl (train first)", file=sys.stderr)
+            return 2
+    if not checkpoint.is_file():
+        print(f"plot_results: error: no checkpoint {checkpoint}", file=sys.stderr)
         return 2
-    save(training_curves(args.run), args.out / f"{args.run.name}_training_curves.png")
-    save(similarity_heatmaps(args.run, args.data), args.out / f"{args.run.name}_similarity_heatmaps.png")
+    name = args.name or args.run[-1].name
+    save(training_curves(args.run), args.out / f"{name}_training_curves.png")
+    save(similarity_heatmaps(checkpoint, args.data), args.out / f"{name}_similarity_heatmaps.png")
     return 0
 
 
