@@ -1,7 +1,7 @@
 """The training recipes in ``configs/``: each one loads, and the four ablation recipes differ from the shipped CPU
 recipe in their region mode only (issue 4: the same data, budget and seed), the crop-rate recipe from `crop` in its
-vision rate only, the continued CPU recipe from the CPU recipe in its start, rate and seed only, and the distilled
-one from the continued one in its distillation only."""
+vision rate only, the continued CPU recipe from the CPU recipe in its start, rate and seed only, the distilled
+one from the continued one in its distillation only, and stage three from stage two in its start and seed only."""
 
 from __future__ import annotations
 
@@ -69,3 +69,11 @@ def test_the_distilled_recipe_differs_from_the_continued_one_in_its_distillation
     plain, distilled = _settings("cpu_tiny_continue"), _settings("cpu_tiny_continue_distill")
     assert distilled["distill_weight"] > 0
     assert distilled == {**plain, "distill_weight": distilled["distill_weight"]}
+
+
+def test_stage_three_repeats_stage_two_from_its_output_with_other_draws():
+    two, three = _settings("cpu_tiny_continue_distill"), _settings("cpu_tiny_stage3")
+    output = json.loads((CONFIGS / "cpu_tiny_continue_distill.json").read_text())["out_dir"]
+    assert three["init_checkpoint"] == f"{output}/model.pt", "stage three trains, and is held to, what stage two wrote"
+    assert three["seed"] not in {two["seed"], _settings("cpu_tiny")["seed"]}
+    assert three == {**two, "init_checkpoint": three["init_checkpoint"], "seed": three["seed"]}
