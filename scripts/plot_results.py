@@ -33,6 +33,7 @@ from medpclip.knowledge import default_knowledge_base  # noqa: E402
 from medpclip.networks import RegionPrompts, load_checkpoint  # noqa: E402
 
 CURVES = ["aal3/top1_10way", "aal3/left_right", "modality/accuracy", "lits/dice_3_clicks", "aal3/top1"]
+SMOOTHING = 25  # iterations in the moving average of the training losses
 TEXTS = [("Hippocampus_L", "aal3"), ("Hippocampus_R", "aal3"), ("Precentral_L", "aal3"), ("Cerebellum_6_R", "aal3")]
 
 
@@ -56,9 +57,9 @@ def training_curves(runs: list[Path]) -> plt.Figure:
         for tag in events.Tags()["scalars"]:
             values = torch.tensor([e.value for e in events.Scalars(tag)])
             steps = [offset + e.step for e in events.Scalars(tag)]
-            window = 25
-            smooth = F.avg_pool1d(values[None, None], window, stride=1).flatten() if len(values) > window else values
-            _plot(left, colours, tag, steps[len(steps) - len(smooth) :], smooth.numpy())
+            if len(values) > SMOOTHING:
+                values = F.avg_pool1d(values[None, None], SMOOTHING, stride=1).flatten()
+            _plot(left, colours, tag, steps[len(steps) - len(values) :], values.numpy())
         records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         for key in CURVES:
             if key in records[0]:
@@ -67,7 +68,7 @@ def training_curves(runs: list[Path]) -> plt.Figure:
             for axis in (left, right):
                 axis.axvline(offset, color="grey", linestyle="--", linewidth=0.8)
         offset += records[-1]["iteration"]
-    left.set(title="training losses (moving average of 25 iterations)", xlabel="iteration")
+    left.set(title=f"training losses (moving average of {SMOOTHING} iterations)", xlabel="iteration")
     left.legend()
     right.set(title="held-out metrics", xlabel="iteration", ylim=(0, 1.02))
     right.legend(fontsize=8)
