@@ -543,6 +543,23 @@ def test_mask_prompt_clicks_inside_and_boxes_the_mask(shape):
     assert min(grown) >= 0 and grown[2] <= mask.shape[0] - 1 and grown[3] <= mask.shape[1] - 1, "clipped"
 
 
+def test_mask_prompt_clicks_where_the_whole_slice_distance_transform_peaks():
+    """The click comes from the distance transform of the mask's box alone: the same voxel as the whole slice's,
+    also for masks of several parts and masks that touch the slice's edge."""
+    from scipy.ndimage import distance_transform_edt
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        mask = np.zeros((40, 32), bool)
+        for _ in range(rng.integers(1, 4)):
+            i, j, h, w = rng.integers(-5, 40), rng.integers(-5, 32), rng.integers(1, 20), rng.integers(1, 20)
+            mask[max(i, 0) : i + h, max(j, 0) : j + w] = True
+        if not mask.any():
+            continue
+        depth = distance_transform_edt(mask)
+        assert mask_prompt(mask)[0] == [float(v) for v in np.unravel_index(int(np.argmax(depth)), mask.shape)]
+
+
 # -------------------------------------------------------------------------------------------------- propagate
 
 

@@ -162,6 +162,31 @@ def test_displaced_region_priors_move_with_their_slice(root):
         plain.prompts(PROPAGATED)
 
 
+def test_displaced_samples_carry_the_position_only_guess_unless_training_turns_it_off(root):
+    items = load_datalist(write(root, "a.json", label_datalist(root)))
+    evaluated = RegionSliceDataset(items, num_regions=3, displace=1.0).set_random_state(0)[0]
+    trained = RegionSliceDataset(items, num_regions=3, displace=1.0, position_guess=False).set_random_state(0)[0]
+    assert len(evaluated["region_position_guess"]) == 3 and "region_position_guess" not in trained
+    assert torch.equal(evaluated["region_masks"], trained["region_masks"]), "the same draws either way"
+
+
+def test_elastic_deformation_moves_image_and_labels_together(root):
+    items = load_datalist(write(root, "a.json", label_datalist(root)))
+
+    def regions(elastic: float) -> tuple[dict, dict, dict]:
+        sample = RegionSliceDataset(items, num_regions=6, elastic=elastic).set_random_state(0)[0]
+        masks = {int(v): m > 0.5 for v, m in zip(sample["region_values"], sample["region_masks"], strict=True) if v}
+        return sample, {v: float(sample["image"][0][m].mean()) for v, m in masks.items()}, masks
+
+    plain, plain_means, plain_masks = regions(0.0)
+    bent, bent_means, bent_masks = regions(1.0)
+    assert (plain["slice_axis"], plain["slice_index"]) == (bent["slice_axis"], bent["slice_index"]), "same slice"
+    common = set(plain_means) & set(bent_means)
+    assert common and any(not torch.equal(plain_masks[v], bent_masks[v]) for v in common), "the labels moved"
+    for value in common:  # each structure keeps its own intensity: the image moved with its label
+        assert abs(plain_means[value] - bent_means[value]) < 0.05, value
+
+
 def test_training_sees_a_colour_image_as_inference_does(tmp_path):
     from PIL import Image
 

@@ -331,6 +331,18 @@ def test_fine_tuning_keeps_frozen_parameters_and_trains_the_rest(tmp_path, phant
     assert any(k.startswith("region_encoder.") for k in moved), "the prompt path still trains"
 
 
+def test_a_naming_only_stage_leaves_the_mask_decoder_untouched(tmp_path, phantom_datalist):
+    from medpclip.networks import save_checkpoint
+
+    torch.manual_seed(0)
+    start = save_checkpoint(build_model("tiny"), tmp_path / "start.pt")
+    config = tiny_train_config(tmp_path, phantom_datalist, iterations=2, init_checkpoint=str(start), mask_weight=0.0)
+    before, after = load_checkpoint(start).state_dict(), load_checkpoint(train(config)).state_dict()
+    decoder = [k for k in before if k.startswith("mask_decoder.")]
+    assert decoder and all(torch.equal(before[k], after[k]) for k in decoder), "no mask loss, no decoder update"
+    assert not all(torch.equal(before[k], after[k]) for k in before if k.startswith("region_encoder."))
+
+
 def test_a_distilled_second_stage_holds_to_its_starting_checkpoint(tmp_path, phantom_datalist, monkeypatch):
     from PIL import Image
 
@@ -366,9 +378,11 @@ def test_a_distilled_second_stage_holds_to_its_starting_checkpoint(tmp_path, pha
         ({"distill_weight": -1.0, "init_checkpoint": "a.pt", "modality_datalist": "m.json"}, ">= 0"),
         ({"distill_weight": "1", "init_checkpoint": "a.pt", "modality_datalist": "m.json"}, "a number"),
         ({"distill_weight": 1.0, "init_checkpoint": "a.pt"}, "modality_datalist"),
+        ({"mask_weight": -0.5}, "mask_weight must be >= 0"),
+        ({"mask_weight": False}, "mask_weight must be a number"),
     ],
 )
-def test_distillation_without_a_teacher_or_images_is_refused(tmp_path, phantom_datalist, changes, message):
+def test_bad_loss_weights_are_refused(tmp_path, phantom_datalist, changes, message):
     with pytest.raises(ValueError, match=message):
         tiny_train_config(tmp_path, phantom_datalist, **changes)
 

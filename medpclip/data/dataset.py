@@ -18,6 +18,7 @@ from monai.transforms import (
     CopyItemsd,
     Lambdad,
     LoadImaged,
+    Rand2DElasticd,
     RandAffined,
     Randomizable,
     Resized,
@@ -141,6 +142,9 @@ class RegionSliceDataset(_SliceDataset):
             shift +-20 %, orientation kept) so that a region cannot be named from its position alone; the
             undisplaced label map is kept to report the position-only guess (``region_position_guess``: the label
             an atlas lookup at the mask's voxels gives).
+        elastic: chance to deform a slice and its labels smoothly (:func:`elastic_transforms`), before any
+            displacement, as another subject's anatomy or a slice a few millimetres away would differ.
+        position_guess: carry ``region_position_guess`` on displaced samples (evaluation; training skips it).
         reference_slices: for each ``(label file, axis)``, the slice indices a model was trained on; an undisplaced
             sample then also carries, per region, the classes that an atlas lookup under its mask on the nearest of
             those slices gives, most frequent first (``region_nearest_training``): what memorising the training
@@ -160,6 +164,8 @@ class RegionSliceDataset(_SliceDataset):
         samples_per_item: int = 1,
         whole_image_prob: float = 0.0,
         displace: float = 0.0,
+        elastic: float = 0.0,
+        position_guess: bool = True,
         box_shrink: float = 0.0,
         prior_offset: int = 0,
         reference_slices: Mapping[tuple[str, int], Sequence[int]] | None = None,
@@ -169,7 +175,7 @@ class RegionSliceDataset(_SliceDataset):
         if not items:
             raise ValueError("the dataset needs at least one item.")
         self.items = list(items)
-        self.displace = displace
+        self.displace, self.position_guess = displace, position_guess
         self.reference_slices = {} if displace else dict(reference_slices or {})
         self._reference_label = Compose(slice_transforms(["label"], image_size))
         self.knowledge = knowledge or default_knowledge_base()
@@ -179,6 +185,7 @@ class RegionSliceDataset(_SliceDataset):
         self.sample = Compose(
             [
                 *slice_transforms(["image", "label"], image_size, prior_offset),
+                *(elastic_transforms(float(elastic), with_prior=prior_offset > 0) if elastic else []),
                 *(displace_transforms(image_size, float(displace), with_prior=prior_offset > 0) if displace else []),
                 SampleRegionPromptsd(num_regions=num_regions, whole_image_prob=whole_image_prob, box_shrink=box_shrink),
                 RegionCaptionsd(self.knowledge),
@@ -195,7 +202,7 @@ class RegionSliceDataset(_SliceDataset):
         parts = self._parts[index % len(self.items)]
         volumes = self._cache.get(item)
         sample = self.sample({**item, **volumes, "label_names": item["labels"], "label_parts": parts})
-        if self.displace:
+        if self.displace and self.position_guess:
             atlas = torch.as_tensor(sample["atlas"])[0]
             sample["region_position_guess"] = [
                 next(iter(self._atlas_ranking(atlas, mask, item)), None) for mask in sample["region_masks"] > 0.5
@@ -233,6 +240,22 @@ class RegionSliceDataset(_SliceDataset):
             if entry is not None and entry.id not in ranked:
                 ranked.append(entry.id)
         return ranked
+
+
+def elastic_transforms(prob: float, with_prior: bool = False) -> list:
+    """With chance ``prob``, one smooth random deformation of image and label (and the neighbouring slice's label):
+    control points every 32 pixels moved by 1 to 4 pixels (MONAI ``Rand2DElasticd``)."""
+    labels = ["label", "label_neighbour"] if with_prior else ["label"]
+    return [
+        Rand2DElasticd(
+            keys=["image", *labels],
+            spacing=(32, 32),
+            magnitude_range=(1.0, 4.0),
+            prob=prob,
+            mode=["bilinear"] + ["nearest"] * len(labels),
+            padding_mode="zeros",
+        )
+    ]
 
 
 def displace_transforms(image_size: int, prob: float = 1.0, with_prior: bool = False) -> list:

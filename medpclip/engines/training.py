@@ -52,7 +52,15 @@ PRIOR_OFFSET = 3  # priors 1 to 3 slices away (thin and thick slices); <= the sp
 
 
 # TrainConfig settings that are a chance or a share
-_CHANCES = ("whole_image_prob", "displace", "box_shrink", "propagation", "synthetic_modalities", "ema_momentum")
+_CHANCES = (
+    "whole_image_prob",
+    "displace",
+    "elastic",
+    "box_shrink",
+    "propagation",
+    "synthetic_modalities",
+    "ema_momentum",
+)
 
 
 @dataclass
@@ -71,9 +79,11 @@ class TrainConfig:
     num_regions: int = 8
     whole_image_prob: float = 0.05
     displace: float = 0.0  # geometric augmentation: chance that a training slice is rotated/scaled/shifted in frame
+    elastic: float = 0.0  # chance that a training slice and its labels are deformed smoothly (before displacement)
     box_shrink: float = 0.0  # box prompts may cut this share of the mask's extent per side (as propagated boxes do)
     propagation: float = 0.0  # chance that a step prompts every region from its mask on a neighbouring slice
     vocabulary_weight: float = 1.0  # region classification over every region class of the training datalists
+    mask_weight: float = 1.0  # interactive mask loss (0: naming only, the mask decoder untouched, ~half the compute)
     modality_batch: int = 8  # images per step from the modality datalist's training split (0: none)
     synthetic_modalities: float = 0.0  # share of X-ray and ultrasound draws simulated from the training volumes
     lr: float = 1e-3
@@ -101,8 +111,12 @@ class TrainConfig:
                 raise ValueError(f"training setting {name} must be a number from 0 to 1, not {value!r}.")
         if not isinstance(self.frozen, list) or not all(isinstance(p, str) and p for p in self.frozen):
             raise ValueError(f"training setting frozen must be a list of parameter-name prefixes, not {self.frozen!r}.")
-        if isinstance(self.distill_weight, bool) or not isinstance(self.distill_weight, (int, float)):
-            raise ValueError(f"training setting distill_weight must be a number, not {self.distill_weight!r}.")
+        for name in ("distill_weight", "mask_weight"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"training setting {name} must be a number, not {value!r}.")
+        if self.mask_weight < 0:
+            raise ValueError(f"training setting mask_weight must be >= 0, not {self.mask_weight!r}.")
         if self.distill_weight < 0 or (self.distill_weight and not (self.init_checkpoint and self.modality_datalist)):
             raise ValueError(
                 "training setting distill_weight must be >= 0, and above 0 it needs init_checkpoint (the teacher) "
@@ -239,6 +253,8 @@ def _train(config: TrainConfig, rank: int, world: int) -> Path:
         samples_per_item=64,
         whole_image_prob=config.whole_image_prob,
         displace=config.displace,
+        elastic=config.elastic,
+        position_guess=False,  # a baseline of the evaluation, a fifth of the sampling time
         box_shrink=config.box_shrink,
         prior_offset=PRIOR_OFFSET if config.propagation else 0,
     ).set_random_state(config.seed + rank)
@@ -275,6 +291,7 @@ def _train(config: TrainConfig, rank: int, world: int) -> Path:
         knowledge=knowledge,
         vocabulary=vocabulary,
         vocabulary_weight=config.vocabulary_weight,
+        mask_weight=config.mask_weight,
         modality_images=modality_images,
         propagation=config.propagation,
         teacher=load_checkpoint(config.init_checkpoint, device) if config.distill_weight else None,

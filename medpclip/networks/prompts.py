@@ -123,9 +123,13 @@ def mask_prompt(mask: np.ndarray, margin: float = 0.0) -> tuple[list[float], lis
     by ``margin`` of its size on each side, clipped to the slice. (Propagation keeps the box tight: a grown box
     lets the mask creep outward slice after slice; on LiTS a 10 % margin bloated the liver to 80 % of the volume.)
     """
-    depth = distance_transform_edt(mask)
-    click = [float(v) for v in np.unravel_index(int(np.argmax(depth)), mask.shape)]
     (i0, j0), (i1, j1) = np.argwhere(mask).min(0), np.argwhere(mask).max(0)
+    # the distance transform of the box plus its one-pixel rim (clipped to the slice) equals the whole slice's
+    # there: every pixel outside it is background and farther than the rim; a 10x saving for small regions
+    a0, b0 = max(i0 - 1, 0), max(j0 - 1, 0)
+    depth = distance_transform_edt(mask[a0 : i1 + 2, b0 : j1 + 2])
+    deepest = np.unravel_index(int(np.argmax(depth)), depth.shape)
+    click = [float(a0 + deepest[0]), float(b0 + deepest[1])]
     di, dj = margin * (i1 - i0 + 1), margin * (j1 - j0 + 1)
     height, width = mask.shape
     box = [max(i0 - di, 0.0), max(j0 - dj, 0.0), min(i1 + di, height - 1.0), min(j1 + dj, width - 1.0)]
