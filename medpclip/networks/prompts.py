@@ -125,7 +125,7 @@ def mask_prompt(mask: np.ndarray, margin: float = 0.0) -> tuple[list[float], lis
     """
     (i0, j0), (i1, j1) = np.argwhere(mask).min(0), np.argwhere(mask).max(0)
     # the distance transform of the box plus its one-pixel rim (clipped to the slice) equals the whole slice's
-    # there: every pixel outside it is background and farther than the rim; a 10x saving for small regions
+    # there: every pixel outside it is background and farther than the rim; small regions cost a few pixels
     a0, b0 = max(i0 - 1, 0), max(j0 - 1, 0)
     depth = distance_transform_edt(mask[a0 : i1 + 2, b0 : j1 + 2])
     deepest = np.unravel_index(int(np.argmax(depth)), depth.shape)
