@@ -245,32 +245,32 @@ class RegionSliceDataset(_SliceDataset):
 def elastic_transforms(prob: float, with_prior: bool = False) -> list:
     """With chance ``prob``, one smooth random deformation of image and label (and the neighbouring slice's label):
     control points every 32 pixels moved by 1 to 4 pixels (MONAI ``Rand2DElasticd``)."""
-    labels = ["label", "label_neighbour"] if with_prior else ["label"]
+    keys, modes = _moved_keys(with_prior)
     return [
-        Rand2DElasticd(
-            keys=["image", *labels],
-            spacing=(32, 32),
-            magnitude_range=(1.0, 4.0),
-            prob=prob,
-            mode=["bilinear"] + ["nearest"] * len(labels),
-            padding_mode="zeros",
-        )
+        Rand2DElasticd(keys, spacing=(32, 32), magnitude_range=(1.0, 4.0), prob=prob, mode=modes, padding_mode="zeros")
     ]
+
+
+def _moved_keys(with_prior: bool) -> tuple[list[str], list[str]]:
+    """The keys a spatial augmentation moves together (image, label, the neighbouring slice's label) and their
+    interpolation: bilinear for the image, nearest for label maps."""
+    labels = ["label", "label_neighbour"] if with_prior else ["label"]
+    return ["image", *labels], ["bilinear"] + ["nearest"] * len(labels)
 
 
 def displace_transforms(image_size: int, prob: float = 1.0, with_prior: bool = False) -> list:
     """Keep the registered label map as ``atlas``, then (with chance ``prob``) move image and label (and the
     neighbouring slice's label) together inside the frame."""
-    labels = ["label", "label_neighbour"] if with_prior else ["label"]
+    keys, modes = _moved_keys(with_prior)
     return [
         CopyItemsd(keys="label", names="atlas"),
         RandAffined(
-            keys=["image", *labels],
+            keys=keys,
             prob=prob,
             rotate_range=0.35,
             scale_range=0.2,
             translate_range=(0.2 * image_size, 0.2 * image_size),
-            mode=["bilinear"] + ["nearest"] * len(labels),
+            mode=modes,
             padding_mode="zeros",
         ),
     ]

@@ -123,7 +123,8 @@ def mask_prompt(mask: np.ndarray, margin: float = 0.0) -> tuple[list[float], lis
     by ``margin`` of its size on each side, clipped to the slice. (Propagation keeps the box tight: a grown box
     lets the mask creep outward slice after slice; on LiTS a 10 % margin bloated the liver to 80 % of the volume.)
     """
-    (i0, j0), (i1, j1) = np.argwhere(mask).min(0), np.argwhere(mask).max(0)
+    inside = np.argwhere(mask)
+    (i0, j0), (i1, j1) = inside.min(0), inside.max(0)
     # the distance transform of the box plus its one-pixel rim (clipped to the slice) equals the whole slice's
     # there: every pixel outside it is background and farther than the rim; small regions cost a few pixels
     a0, b0 = max(i0 - 1, 0), max(j0 - 1, 0)
