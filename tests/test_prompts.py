@@ -139,3 +139,12 @@ def test_mask_tokens_code_a_masks_centroid_and_extent(images):
     plain = build_model("tiny", mask_tokens=False)
     assert plain.prompt_encoder(RegionPrompts(masks=masks), B).sparse.shape[2] == 0
     assert not any("mask_embed" in name for name in plain.state_dict())
+
+
+def test_take_keeps_the_chosen_prompts_of_every_field_in_order():
+    prompts = make_prompts(FORMS)
+    taken = prompts.take([2, 0])
+    for name in ("points", "point_labels", "boxes", "masks"):
+        field = getattr(prompts, name)
+        assert torch.equal(getattr(taken, name), torch.stack([field[:, 2], field[:, 0]], dim=1)), name
+    assert taken.batch_shape == (B, 2)

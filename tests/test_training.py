@@ -15,17 +15,21 @@ from helpers import tiny_train_config
 from torch.utils.data import DataLoader
 
 from medpclip.data import RegionSliceDataset, collate_regions, load_datalist
-from medpclip.engines import RegionTrainStep
+from medpclip.engines import RegionTrainStep, steps
 from medpclip.engines.training import latest_checkpoint, train
 from medpclip.networks import build_model, load_checkpoint
 from medpclip.networks.prompts import PRIOR_LOGIT
 
 
+def _phantom_batch(datalist, num_regions: int = 3, **dataset_options):
+    """Two training samples of the phantom with ``num_regions`` regions each, as one batch."""
+    dataset = RegionSliceDataset(load_datalist(datalist), num_regions=num_regions, **dataset_options)
+    return next(iter(DataLoader(dataset.set_random_state(0), batch_size=2, collate_fn=collate_regions)))
+
+
 @pytest.mark.parametrize("form", ["mask", "box", "points", "box+points"])
 def test_train_step_losses_are_finite_and_move_the_model(phantom_datalist, form):
-    items = load_datalist(phantom_datalist)
-    dataset = RegionSliceDataset(items, num_regions=3).set_random_state(0)
-    batch = next(iter(DataLoader(dataset, batch_size=2, collate_fn=collate_regions)))
+    batch = _phantom_batch(phantom_datalist)
     torch.manual_seed(0)
     model = build_model("tiny")
     step = RegionTrainStep(forms=(form,), click_rounds=2)
@@ -37,9 +41,7 @@ def test_train_step_losses_are_finite_and_move_the_model(phantom_datalist, form)
 
 
 def test_propagation_steps_feed_the_neighbouring_mask_as_the_first_prior(phantom_datalist):
-    items = load_datalist(phantom_datalist)
-    dataset = RegionSliceDataset(items, num_regions=3, prior_offset=3).set_random_state(0)
-    batch = next(iter(DataLoader(dataset, batch_size=2, collate_fn=collate_regions)))
+    batch = _phantom_batch(phantom_datalist, prior_offset=3)
     torch.manual_seed(0)
     model = build_model("tiny")
     priors, decode = [], model.decode_masks
@@ -56,10 +58,38 @@ def test_propagation_steps_feed_the_neighbouring_mask_as_the_first_prior(phantom
         RegionTrainStep(propagation=1.5)
 
 
+def test_mask_regions_train_masks_on_a_subset_with_their_own_targets(phantom_datalist, monkeypatch):
+    batch = _phantom_batch(phantom_datalist, num_regions=5)
+    torch.manual_seed(0)
+    model = build_model("tiny")
+    encoded, targets = [], []
+    encode, loss = model.encode_image, steps.mask_loss
+
+    def encode_spy(images, prompts=None, prefix=None):
+        encoded.append(None if prompts is None else prompts.boxes)
+        return encode(images, prompts, prefix=prefix)
+
+    def loss_spy(logits, masks):
+        targets.append((encoded[-1], masks))
+        return loss(logits, masks)
+
+    model.encode_image = encode_spy
+    monkeypatch.setattr(steps, "mask_loss", loss_spy)
+    losses = RegionTrainStep(forms=("box",), click_rounds=3, mask_regions=2, seed=1).losses(model, batch)
+    assert torch.isfinite(losses["mask"]) and targets
+    assert encoded[0].shape[1] == 5, "the naming terms see every region"
+    for boxes, masks in targets:
+        assert masks.shape[1] == 2 and boxes.shape[1] == 2
+        for b in range(2):
+            for k in range(2):  # each target is one of the slice's regions, prompted by that region's own box
+                pairs = zip(batch.masks[b], batch.boxes[b], strict=True)
+                assert any(torch.equal(m, masks[b, k]) and torch.equal(x, boxes[b, k]) for m, x in pairs)
+    with pytest.raises(ValueError, match="mask_regions"):
+        RegionTrainStep(mask_regions=0)
+
+
 def test_vocabulary_and_modality_image_terms_train(phantom_datalist):
-    items = load_datalist(phantom_datalist)
-    dataset = RegionSliceDataset(items, num_regions=3).set_random_state(0)
-    batch = next(iter(DataLoader(dataset, batch_size=2, collate_fn=collate_regions)))
+    batch = _phantom_batch(phantom_datalist)
     vocabulary = sorted({e for ids in batch.entry_ids for e in ids} | {"liver", "spleen"})
     drawn = []
 
@@ -81,9 +111,7 @@ def test_vocabulary_and_modality_image_terms_train(phantom_datalist):
 
 
 def test_distillation_holds_the_modality_images_to_the_teacher(phantom_datalist):
-    items = load_datalist(phantom_datalist)
-    dataset = RegionSliceDataset(items, num_regions=3).set_random_state(0)
-    batch = next(iter(DataLoader(dataset, batch_size=2, collate_fn=collate_regions)))
+    batch = _phantom_batch(phantom_datalist)
 
     def modality_images():
         while True:
@@ -380,6 +408,8 @@ def test_a_distilled_second_stage_holds_to_its_starting_checkpoint(tmp_path, pha
         ({"distill_weight": 1.0, "init_checkpoint": "a.pt"}, "modality_datalist"),
         ({"mask_weight": -0.5}, "mask_weight must be >= 0"),
         ({"mask_weight": False}, "mask_weight must be a number"),
+        ({"mask_regions": 0}, "mask_regions must be a whole number"),
+        ({"mask_regions": 2.5}, "mask_regions must be a whole number"),
     ],
 )
 def test_bad_loss_weights_are_refused(tmp_path, phantom_datalist, changes, message):

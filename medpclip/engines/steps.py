@@ -33,7 +33,8 @@ class RegionTrainStep:
     classification of the global embeddings over the modality families (``global_weight``), on the batch's images
     and on one batch ``(images [N, 1, S, S], modalities)`` drawn from ``modality_images`` when given; for non-mask
     prompts, the mask loss over 1..``click_rounds`` rounds of simulated correction clicks, each round re-using the
-    cached prefix and feeding the previous logits back (``mask_weight``).
+    cached prefix and feeding the previous logits back (``mask_weight``), on ``mask_regions`` of each slice's
+    regions drawn afresh every step (``None``: all; the naming terms always use all of them).
     """
 
     def __init__(
@@ -44,6 +45,7 @@ class RegionTrainStep:
         hard_negatives: int = 2,
         click_rounds: int = 3,
         mask_weight: float = 1.0,
+        mask_regions: int | None = None,
         global_weight: float = 0.5,
         vocabulary: Sequence[str] = (),
         vocabulary_weight: float = 1.0,
@@ -61,7 +63,9 @@ class RegionTrainStep:
         self.propagation = propagation
         self.knowledge = knowledge or default_knowledge_base()
         self.forms, self.hard_negatives, self.click_rounds = tuple(forms), hard_negatives, click_rounds
-        self.mask_weight, self.global_weight = mask_weight, global_weight
+        if mask_regions is not None and mask_regions < 1:
+            raise ValueError(f"mask_regions should be a positive number of regions or None, got {mask_regions}.")
+        self.mask_weight, self.mask_regions, self.global_weight = mask_weight, mask_regions, global_weight
         self.vocabulary, self.vocabulary_weight = list(vocabulary), vocabulary_weight
         self.modality_images = modality_images
         if distill_weight and (teacher is None or modality_images is None):
@@ -108,7 +112,15 @@ class RegionTrainStep:
             out["image_class"] = self.global_weight * self._image_class(model, global_embeds, modalities)
         if self.mask_weight and form != "mask":  # a mask prompt would let the decoder copy its input
             prior = (batch.prior_masks * 2 - 1) * PRIOR_LOGIT if form == PROPAGATED else None
-            out["mask"] = self.mask_weight * self._interactive_mask(model, batch, prompts, prefix, enc, prior)
+            masks, p = batch.masks, batch.masks.shape[1]
+            if self.mask_regions is not None and self.mask_regions < p:
+                # decoding and correction rounds cost per prompt: a random few of the regions carry the mask loss
+                keep = torch.from_numpy(self.rng.permutation(p)[: self.mask_regions]).to(masks.device)
+                prompts, masks = prompts.take(keep), masks[:, keep]
+                prior = None if prior is None else prior[:, keep]
+                enc = model.encode_image(batch.images, prompts, prefix=prefix)
+            mask = self._interactive_mask(model, batch.images, masks, prompts, prefix, enc, prior)
+            out["mask"] = self.mask_weight * mask
         return out
 
     def _region_text(self, model: MedPCLIP, region_embeds: torch.Tensor, batch: RegionBatch) -> torch.Tensor:
@@ -169,25 +181,27 @@ class RegionTrainStep:
     def _interactive_mask(
         self,
         model: MedPCLIP,
-        batch: RegionBatch,
+        images: torch.Tensor,
+        masks: torch.Tensor,
         prompts: RegionPrompts,
         prefix: ImageStream,
         enc: ImageEncoding,
         prior: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Mask loss over 1..``click_rounds`` rounds; ``prior [B, P, S, S]`` logits feed the first decode."""
+        """Mask loss of ``prompts`` against ``masks [B, P, S, S]`` over 1..``click_rounds`` rounds; ``prior
+        [B, P, S, S]`` logits feed the first decode."""
         rounds = int(self.rng.integers(1, self.click_rounds + 1))
         logits = model.decode_masks(enc, prev_mask_logits=prior)
-        total = mask_loss(logits, batch.masks)
-        b, p = batch.masks.shape[:2]
+        total = mask_loss(logits, masks)
+        b, p = masks.shape[:2]
         for _ in range(rounds - 1):
             with torch.no_grad():
-                pred = F.interpolate(logits.detach(), size=batch.masks.shape[-2:], mode="bilinear") > 0
-                points, labels = next_clicks(pred.flatten(0, 1), batch.masks.flatten(0, 1) > 0.5, "random", self.rng)
+                pred = F.interpolate(logits.detach(), size=masks.shape[-2:], mode="bilinear") > 0
+                points, labels = next_clicks(pred.flatten(0, 1), masks.flatten(0, 1) > 0.5, "random", self.rng)
             prompts = add_clicks(prompts, points.view(b, p, 2), labels.view(b, p))
-            enc = model.encode_image(batch.images, prompts, prefix=prefix)
+            enc = model.encode_image(images, prompts, prefix=prefix)
             logits = model.decode_masks(enc, prev_mask_logits=logits.detach())
-            total = total + mask_loss(logits, batch.masks)
+            total = total + mask_loss(logits, masks)
         return total / rounds
 
 

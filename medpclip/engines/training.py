@@ -84,6 +84,7 @@ class TrainConfig:
     propagation: float = 0.0  # chance that a step prompts every region from its mask on a neighbouring slice
     vocabulary_weight: float = 1.0  # region classification over every region class of the training datalists
     mask_weight: float = 1.0  # interactive mask loss (0: naming only, the mask decoder untouched, ~half the compute)
+    mask_regions: int | None = None  # regions per slice that carry the mask loss, drawn each step (None: all)
     modality_batch: int = 8  # images per step from the modality datalist's training split (0: none)
     synthetic_modalities: float = 0.0  # share of X-ray and ultrasound draws simulated from the training volumes
     lr: float = 1e-3
@@ -115,6 +116,9 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(f"training setting {name} must be a number, not {value!r}.")
+        regions = self.mask_regions
+        if regions is not None and (isinstance(regions, bool) or not isinstance(regions, int) or regions < 1):
+            raise ValueError(f"training setting mask_regions must be a whole number >= 1 or null, not {regions!r}.")
         if self.mask_weight < 0:
             raise ValueError(f"training setting mask_weight must be >= 0, not {self.mask_weight!r}.")
         if self.distill_weight < 0 or (self.distill_weight and not (self.init_checkpoint and self.modality_datalist)):
@@ -292,6 +296,7 @@ def _train(config: TrainConfig, rank: int, world: int) -> Path:
         vocabulary=vocabulary,
         vocabulary_weight=config.vocabulary_weight,
         mask_weight=config.mask_weight,
+        mask_regions=config.mask_regions,
         modality_images=modality_images,
         propagation=config.propagation,
         teacher=load_checkpoint(config.init_checkpoint, device) if config.distill_weight else None,

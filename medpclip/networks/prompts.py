@@ -7,6 +7,7 @@ returns them (``i`` indexes dim ``H``, ``j`` dim ``W``), the IJK convention MONA
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,9 +55,13 @@ class RegionPrompts:
 
     def select(self, index: int) -> RegionPrompts:
         """The ``index``-th prompt of every image, as a batch with ``P = 1``."""
+        return self.take([index])
+
+    def take(self, indices: Sequence[int] | torch.Tensor) -> RegionPrompts:
+        """The prompts at positions ``indices`` (``P'`` of them) of every image, as a batch with ``P = P'``."""
 
         def pick(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t[:, index : index + 1]
+            return None if t is None else t[:, indices]
 
         return RegionPrompts(pick(self.points), pick(self.point_labels), pick(self.boxes), pick(self.masks))
 
