@@ -62,28 +62,34 @@ def test_mask_regions_train_masks_on_a_subset_with_their_own_targets(phantom_dat
     batch = _phantom_batch(phantom_datalist, num_regions=5)
     torch.manual_seed(0)
     model = build_model("tiny")
-    encoded, targets = [], []
-    encode, loss = model.encode_image, steps.mask_loss
+    encoded, decoded, targets = [], [], []
+    encode, decode, loss = model.encode_image, model.decode_masks, steps.mask_loss
 
     def encode_spy(images, prompts=None, prefix=None):
-        encoded.append(None if prompts is None else prompts.boxes)
-        return encode(images, prompts, prefix=prefix)
+        enc = encode(images, prompts, prefix=prefix)
+        encoded.append((prompts.boxes, enc.region_tokens))
+        return enc
+
+    def decode_spy(enc, prev_mask_logits=None):
+        decoded.append(enc.region_tokens)
+        return decode(enc, prev_mask_logits)
 
     def loss_spy(logits, masks):
-        targets.append((encoded[-1], masks))
+        targets.append((decoded[-1], masks))
         return loss(logits, masks)
 
-    model.encode_image = encode_spy
+    model.encode_image, model.decode_masks = encode_spy, decode_spy
     monkeypatch.setattr(steps, "mask_loss", loss_spy)
     losses = RegionTrainStep(forms=("box",), click_rounds=3, mask_regions=2, seed=1).losses(model, batch)
-    assert torch.isfinite(losses["mask"]) and targets
-    assert encoded[0].shape[1] == 5, "the naming terms see every region"
-    for boxes, masks in targets:
-        assert masks.shape[1] == 2 and boxes.shape[1] == 2
+    assert torch.isfinite(losses["mask"]) and len(targets) >= 1
+    assert encoded[0][0].shape[1] == 5, "the naming terms see every region"
+    for tokens, masks in targets:
+        assert masks.shape[1] == 2 and tokens.shape[1] == 2
         for b in range(2):
-            for k in range(2):  # each target is one of the slice's regions, prompted by that region's own box
-                pairs = zip(batch.masks[b], batch.boxes[b], strict=True)
-                assert any(torch.equal(m, masks[b, k]) and torch.equal(x, boxes[b, k]) for m, x in pairs)
+            for k in range(2):  # each target is one of the slice's regions, decoded from that region's own box
+                boxes = [x[b, j] for x, t in encoded for j in range(t.shape[1]) if torch.equal(t[b, j], tokens[b, k])]
+                pairs = list(zip(batch.masks[b], batch.boxes[b], strict=True))
+                assert any(torch.equal(m, masks[b, k]) and torch.equal(x, box) for m, x in pairs for box in boxes)
     with pytest.raises(ValueError, match="mask_regions"):
         RegionTrainStep(mask_regions=0)
 

@@ -116,9 +116,8 @@ class RegionTrainStep:
             if self.mask_regions is not None and self.mask_regions < p:
                 # decoding and correction rounds cost per prompt: a random few of the regions carry the mask loss
                 keep = torch.from_numpy(self.rng.permutation(p)[: self.mask_regions]).to(masks.device)
-                prompts, masks = prompts.take(keep), masks[:, keep]
+                prompts, masks, enc = prompts.take(keep), masks[:, keep], enc.take(keep)
                 prior = None if prior is None else prior[:, keep]
-                enc = model.encode_image(batch.images, prompts, prefix=prefix)
             mask = self._interactive_mask(model, batch.images, masks, prompts, prefix, enc, prior)
             out["mask"] = self.mask_weight * mask
         return out

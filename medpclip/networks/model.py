@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +37,15 @@ class ImageEncoding:
     region_tokens: torch.Tensor
     prompts: PromptEmbeddings
     global_token: torch.Tensor | None = None
+
+    def take(self, indices: torch.Tensor) -> ImageEncoding:
+        """The same encoding restricted to the prompts at positions ``indices`` of every image."""
+        return replace(
+            self,
+            region_embeds=self.region_embeds[:, indices],
+            region_tokens=self.region_tokens[:, indices],
+            prompts=self.prompts.take(indices),
+        )
 
 
 class MedPCLIP(nn.Module):

@@ -9,7 +9,7 @@ patch grid, so that any combination of prompts reaches the vision tower through 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +47,10 @@ class PromptEmbeddings:
     @property
     def num_prompts(self) -> int:
         return self.dense.shape[1]
+
+    def take(self, indices: torch.Tensor) -> PromptEmbeddings:
+        """The prompts at positions ``indices`` (``P'`` of them) of every image: every field is ``[B, P, ...]``."""
+        return PromptEmbeddings(**{f.name: getattr(self, f.name)[:, indices] for f in fields(self)})
 
 
 class PromptEncoder(nn.Module):
