@@ -7,12 +7,13 @@ with running_server(studies_folder, model_dir=...) as server:
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
@@ -30,10 +31,29 @@ class Server(NamedTuple):
     log: Path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def free_port(avoid: Collection[int] = ()) -> int:
+    """A loopback port nothing listens on, not in ``avoid``, drawn below the kernel's ephemeral range.
+
+    A port from ``bind(("127.0.0.1", 0))`` lies in that range, so between choosing it and our server binding it the
+    kernel may hand it to another ``bind(0)`` (even a second call of this function) or to an outgoing connection;
+    a port below the range only an explicit listener can take.
+    """
+    low = int(EPHEMERAL_RANGE.read_text().split()[0]) if EPHEMERAL_RANGE.exists() else 32768
+    draw = random.SystemRandom()
+    for _ in range(200):
+        port = draw.randrange(10000, max(low, 10001))
+        if port in avoid:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free loopback port found between 10000 and {low}")
 
 
 @contextmanager

@@ -4,12 +4,14 @@ what they get back, and bad requests answered with 4xx JSON while the server ser
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import requests
+from helpers import load_script
 from monailabel.client import MONAILabelClient
 
 from medpclip.data.samples import lits_arrays
@@ -230,3 +232,17 @@ def test_other_endpoints_answer_unknown_ids_with_json(monailabel_server):
     response = requests.get(f"{monailabel_server.url}/datastore/image", params={"image": "nope"}, timeout=30)
     assert response.status_code == 404
     assert "detail" in response.json()
+
+
+def test_free_port_is_bindable_below_the_ephemeral_range_and_avoids_the_given_ports():
+    server = load_script("monailabel_server")
+    low = int(server.EPHEMERAL_RANGE.read_text().split()[0])
+    first = server.free_port()
+    second = server.free_port(avoid={first})
+    assert 10000 <= first < low and 10000 <= second < low and second != first
+    with socket.socket() as held:  # a port someone listens on is never handed out
+        held.bind(("127.0.0.1", second))
+        held.listen()
+        everything_else = set(range(10000, low)) - {second}
+        with pytest.raises(RuntimeError, match="no free loopback port"):
+            server.free_port(avoid=everything_else)

@@ -31,7 +31,7 @@ class Stack:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.orthanc_port = int(os.environ.get("E2E_ORTHANC_PORT") or free_port())
-        self.monailabel_port = int(os.environ.get("E2E_MONAILABEL_PORT") or free_port())
+        self.monailabel_port = int(os.environ.get("E2E_MONAILABEL_PORT") or free_port(avoid={self.orthanc_port}))
         self.orthanc_url = f"http://127.0.0.1:{self.orthanc_port}"
         self.monailabel_url = f"http://127.0.0.1:{self.monailabel_port}"
         self.timings: dict[str, float] = {}
