@@ -5,7 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from medpclip.data.synthetic import SyntheticModalities, simulated_radiograph, simulated_ultrasound
+from medpclip.data.synthetic import (
+    SyntheticModalities,
+    _burn_in,
+    _probe_window,
+    _scan,
+    simulated_radiograph,
+    simulated_ultrasound,
+)
 
 
 def _ball_phantom(size: int = 48) -> np.ndarray:
@@ -23,12 +30,39 @@ def test_radiograph_shows_the_attenuation_of_the_projected_anatomy(seed):
     assert centre - corner > 0.9
 
 
-def test_ultrasound_is_a_speckled_fan_on_black():
-    tissue = np.random.default_rng(0).random((40, 60))
-    image = simulated_ultrasound(tissue, np.random.default_rng(1), size=64)
-    assert image.shape == (1, 64, 64) and image.min() >= 0 and image.max() <= 1
-    assert float(image[0, 0, 0]) == 0 and float(image[0, 0, -1]) == 0, "outside the fan is black"
-    assert float(image[0, 20:40, 24:40].std()) > 0.05, "speckle inside the fan"
+@pytest.mark.parametrize("seed", range(6))
+def test_an_ultrasound_scan_is_speckle_inside_the_probes_field_of_view(seed):
+    scan = _scan(np.full((64, 64), 0.5), np.random.default_rng(seed))
+    assert scan.shape == (64, 64) and scan.min() >= 0 and scan.max() <= 1
+    assert scan[0, 0] == 0 and scan[0, -1] == 0, "the top corners lie outside every probe's field of view"
+    assert float(scan[24:40, 24:40].std()) > 0.05, "speckle inside the field of view"
+
+
+def test_ultrasound_frames_are_black_screens_with_burned_in_marks_and_beams_along_either_axis():
+    tissue = np.full((40, 60), 0.5)
+    along_rows = []
+    for seed in range(16):
+        image = simulated_ultrasound(tissue, np.random.default_rng(seed), size=64)[0].numpy()
+        assert image.shape == (64, 64) and image.min() >= 0 and image.max() <= 1
+        assert (image < 0.02).mean() > 0.1, "black outside the scan"
+        # speckle is smoothed along the beam: neighbours along it correlate more than across it
+        lag_rows = np.corrcoef(image[1:, :].ravel(), image[:-1, :].ravel())[0, 1]
+        lag_cols = np.corrcoef(image[:, 1:].ravel(), image[:, :-1].ravel())[0, 1]
+        along_rows.append(lag_rows > lag_cols)
+    assert 3 <= sum(along_rows) <= 13, "frames come in the orientations of their grid, not all with beams down rows"
+    screen = np.zeros((64, 64))
+    _burn_in(screen, np.random.default_rng(0))
+    assert 0 < (screen > 0.5).mean() < 0.2, "text, a ruler and a bar mark a small part of the screen"
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_probe_sees_anatomy_not_the_air_around_the_body(seed):
+    r = np.linalg.norm(np.mgrid[0:80, 0:60] - np.array([40, 30])[:, None, None], axis=0)
+    body = np.where(r < 25, 0.5, 0.0)  # a disc of tissue in air
+    window = _probe_window(body, np.random.default_rng(seed))
+    assert window.shape[0] == window.shape[1] and 18 <= window.shape[0] <= 36  # 30-60 % of the shorter side
+    assert (window > 0.05).mean() > 0.5, "mostly tissue"
+    assert _probe_window(np.zeros((20, 30)), np.random.default_rng(seed)).shape == (20, 30)  # no tissue: all of it
 
 
 def test_synthetic_modalities_draw_from_the_training_volumes(tmp_path):

@@ -153,7 +153,7 @@ def test_modality_batches_draw_every_family_and_skip_unreadable_files(tmp_path, 
     datalist.write_text(json.dumps({"training": items, "validation": []}))
     readable = training.ImageSliceDataset.__getitem__
 
-    def pixels_fail_for_the_last(dataset, index):  # as ITK fails on 16-bit RGB ultrasound after reading its header
+    def pixels_fail_for_the_last(dataset, index):  # as ITK fails on 16-bit palette-colour frames after their header
         if dataset.items[index]["image"].endswith("8.png"):
             raise RuntimeError("applying transform LoadImaged")
         return readable(dataset, index)

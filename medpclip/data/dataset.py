@@ -27,6 +27,7 @@ from monai.transforms import (
 from torch.utils.data import Dataset
 
 from medpclip.data.intensity import ModalityIntensityd, grey
+from medpclip.data.readers import with_palette_colour
 from medpclip.data.regions import RegionCaptionsd, SampleRegionPromptsd, label_parts
 from medpclip.data.slicing import SampleSliced
 from medpclip.knowledge import KnowledgeBase, default_knowledge_base
@@ -43,7 +44,7 @@ def preprocess_transform(keys: list[str]) -> Compose:
     intensity by modality (as :func:`medpclip.inference.load_image` does)."""
     return Compose(
         [
-            LoadImaged(keys=keys, ensure_channel_first=True, image_only=True),
+            with_palette_colour(LoadImaged(keys=keys, ensure_channel_first=True, image_only=True)),
             Lambdad(keys="image", func=grey),
             ModalityIntensityd(keys="image"),
         ]
@@ -116,8 +117,9 @@ class ImageSliceDataset(_SliceDataset):
         return {"image": image, "modality": item.get("modality"), "text": item.get("text"), "source": item["image"]}
 
     def readable_indices(self, what: str = "images") -> list[int]:
-        """Indices of the items that load, each loaded once; an unreadable one (e.g. 16-bit RGB ultrasound, which
-        ITK does not wrap) is skipped with a one-line message naming ``what`` and the file."""
+        """Indices of the items that load, each loaded once; an unreadable one (e.g. a multi-frame 16-bit
+        palette-colour ultrasound file, which ITK does not wrap) is skipped with a one-line message naming ``what``
+        and the file."""
         readable = []
         for index, item in enumerate(self.items):
             try:

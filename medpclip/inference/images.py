@@ -20,6 +20,7 @@ from monai.transforms import LoadImage
 
 from medpclip.data.datalists import image_shape
 from medpclip.data.intensity import ModalityIntensityd, grey
+from medpclip.data.readers import with_palette_colour
 from medpclip.data.slicing import squeeze_singleton_depth
 
 __all__ = ["MAX_VOXELS", "MIN_SIDE", "load_image", "load_mask", "slice_of"]
@@ -74,7 +75,7 @@ def _read(path: Path, what: str) -> MetaTensor:
     if path.is_dir() or not path.name.lower().endswith(_HEADER_SUFFIXES):
         _quiet_itk()  # ITK prints its warnings (e.g. "No Series were found") straight to stderr
     try:
-        data = LoadImage(image_only=True, ensure_channel_first=True, dtype=None)(str(path))
+        data = with_palette_colour(LoadImage(image_only=True, ensure_channel_first=True, dtype=None))(str(path))
     except Exception as err:  # readers raise many types; the user needs one line
         reason = " ".join(f"{type(err).__name__}: {err}".split())
         raise ValueError(f"cannot read {path} as {'an' if what == 'image' else 'a'} {what} ({reason}).") from err
