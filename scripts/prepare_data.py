@@ -65,6 +65,7 @@ MODALITY_TEXT = {
     "RF": "a fluoroscopy image",
 }
 MAX_FRAMES = 16
+FRAME_AXIS = 2  # ITKReader puts the frames of a multi-frame file on the last spatial axis
 MAX_DICOM_BYTES = 8 * 2**20
 MIN_DICOM_SIDE = 32  # the 16x16 DICOMDIR samples in pydicom are too small to be useful images
 DUPLICATE_CORRELATION = 0.98  # first frames this correlated are the same image in another encoding
@@ -459,14 +460,16 @@ def liver_datalist(out: Path) -> dict:
 
 
 def modality_datalist(out: Path, files: Sequence[DicomFile]) -> dict:
-    """Image–text pairs: DICOM files per modality (sorted by name, every second to validation) and slabs of the
-    MNI T1 and the LiTS CT with the volumes' slab split."""
+    """Image–text pairs: DICOM files per modality (sorted by name, every second to validation; a multi-frame file
+    is sliced at its frames) and slabs of the MNI T1 and the LiTS CT with the volumes' slab split."""
     data: dict[str, list[dict]] = {"training": [], "validation": []}
     for modality in MODALITIES:
-        names = sorted(f.name for f in files if f.modality == modality)
-        for index, name in enumerate(names):
-            split = "validation" if index % 2 else "training"
-            data[split].append({"image": name, "modality": modality, "text": MODALITY_TEXT[modality]})
+        kept = sorted((f for f in files if f.modality == modality), key=lambda f: f.name)
+        for index, file in enumerate(kept):
+            item = {"image": file.name, "modality": modality, "text": MODALITY_TEXT[modality]}
+            if file.frames > 1:  # a stack of 2D frames, shown one at a time: slice across frames, never along them
+                item["axis"] = FRAME_AXIS
+            data["validation" if index % 2 else "training"].append(item)
     volumes = [(brain_split(out), BRAIN_MASK, "MR T1"), (lits_split(out), LITS_LABEL, "CT")]
     for volume_split, extent_rel, modality in volumes:
         extent = load_array(out, extent_rel)

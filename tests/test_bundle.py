@@ -3,6 +3,7 @@ through ``python -m monai.bundle`` offline, from the repository root and from an
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -13,6 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+import yaml
 from helpers import SHIPPED
 
 from medpclip.networks import GuidanceSegmentationNet, build_model, load_checkpoint, save_checkpoint
@@ -55,6 +57,13 @@ def test_the_bundle_has_the_model_zoo_layout():
     for path in ["configs/logging.conf", "docs/README.md", "LICENSE", "large_files.yml", "models/model.pt"]:
         assert (ROOT / "bundle" / path).is_file(), path
     assert SHIPPED.stat().st_size <= 25 * 2**20
+
+
+def test_large_files_yml_holds_the_shipped_weights_md5():
+    listed = yaml.safe_load((ROOT / "bundle" / "large_files.yml").read_text())["large_files"]
+    (weights,) = [f for f in listed if f["path"] == "models/model.pt"]
+    assert weights["hash_type"] == "md5"
+    assert weights["hash_val"] == hashlib.md5(SHIPPED.read_bytes()).hexdigest(), "update it with the weights"
 
 
 def test_metadata_verifies_against_the_vendored_schema_offline(cwd):

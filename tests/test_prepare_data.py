@@ -10,6 +10,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 from helpers import load_script
 
@@ -158,6 +159,9 @@ def test_modality_pairs_split_per_modality(prepared):
     files = {s: [i for i in data[s] if i["image"].startswith("dicom/")] for s in ("training", "validation")}
     for item in files["training"] + files["validation"]:
         assert item["image"] == f"dicom/{item['modality']}_{item['image'].split('_', 1)[1]}" and item["text"]
+        frames = int(pydicom.dcmread(prepared / item["image"], stop_before_pixels=True).get("NumberOfFrames", 1) or 1)
+        assert item.get("axis") == (2 if frames > 1 else None), "a multi-frame file is sliced at its frames"
+    assert any("axis" in i for s in files for i in files[s])  # the packages hold multi-frame files
     names = {s: {i["image"] for i in files[s]} for s in files}
     assert not names["training"] & names["validation"]
     for modality in {i["modality"] for i in files["training"]}:

@@ -154,16 +154,12 @@ def no_voxel_reads(monkeypatch) -> list[str]:
     real = medpclip.inference.images.LoadImage
     calls: list[str] = []
 
-    def load_image_spy(*args, **kwargs):
-        reader = real(*args, **kwargs)
+    class LoadImageSpy(real):
+        def __call__(self, filename, *args, **kwargs):
+            calls.append(str(filename))
+            return super().__call__(filename, *args, **kwargs)
 
-        def read(path, *a, **k):
-            calls.append(str(path))
-            return reader(path, *a, **k)
-
-        return read
-
-    monkeypatch.setattr(medpclip.inference.images, "LoadImage", load_image_spy)
+    monkeypatch.setattr(medpclip.inference.images, "LoadImage", LoadImageSpy)
     return calls
 
 
