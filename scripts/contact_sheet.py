@@ -48,6 +48,18 @@ def draw_tile(sample: dict, region: int) -> Image.Image:
     return tile
 
 
+def save_grid(rows: list[list[Image.Image]], out: Path) -> None:
+    """Tiles of one size, row by row, on black, written to ``out`` as a PNG (atomically)."""
+    width, height = rows[0][0].size
+    sheet = Image.new("RGB", (max(len(row) for row in rows) * width, len(rows) * height), (0, 0, 0))
+    for r, row in enumerate(rows):
+        for c, tile in enumerate(row):
+            sheet.paste(tile, (c * width, r * height))
+    buffer = io.BytesIO()
+    sheet.save(buffer, format="PNG")
+    atomic_write_bytes(out, buffer.getvalue())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="data/prepared", type=Path)
@@ -67,13 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         for index in rng.choice(len(dataset), size=args.per_datalist, replace=len(dataset) < args.per_datalist):
             tiles.append(draw_tile(dataset[int(index)], 0))
     columns = args.per_datalist
-    rows = (len(tiles) + columns - 1) // columns
-    sheet = Image.new("RGB", (columns * TILE, rows * (TILE + CAPTION)), (0, 0, 0))
-    for k, tile in enumerate(tiles):
-        sheet.paste(tile, ((k % columns) * TILE, (k // columns) * (TILE + CAPTION)))
-    buffer = io.BytesIO()
-    sheet.save(buffer, format="PNG")
-    atomic_write_bytes(args.out, buffer.getvalue())
+    save_grid([tiles[k : k + columns] for k in range(0, len(tiles), columns)], args.out)
     print(f"wrote {args.out} ({len(tiles)} samples)")
     return 0
 

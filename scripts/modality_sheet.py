@@ -10,17 +10,18 @@ Usage: python scripts/modality_sheet.py [--data data/prepared] [--out docs/image
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from medpclip.atomic import atomic_write_bytes
-from medpclip.data.datalists import load_datalist
-from medpclip.data.dataset import ImageSliceDataset
-from medpclip.data.synthetic import SyntheticModalities
+sys.path.insert(0, str(Path(__file__).parent))
+from contact_sheet import save_grid  # noqa: E402
+
+from medpclip.data.datalists import load_datalist  # noqa: E402
+from medpclip.data.dataset import ImageSliceDataset  # noqa: E402
+from medpclip.data.synthetic import SyntheticModalities  # noqa: E402
 
 TILE, CAPTION, SIZE = 192, 20, 128
 VOLUMES = ("datalist_brain_aal3.json", "datalist_liver_lits.json")  # what the training recipes simulate from
@@ -53,14 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     synthetic = SyntheticModalities([i for p in paths[1:] for i in load_datalist(p, "training")], seed=args.seed)
     for family in synthetic.FAMILIES:
         rows.append([tile(synthetic(family, SIZE)[0].numpy(), f"simulated {family}") for _ in range(args.simulated)])
-    columns = max(len(row) for row in rows)
-    sheet = Image.new("RGB", (columns * TILE, len(rows) * (TILE + CAPTION)), (0, 0, 0))
-    for r, row in enumerate(rows):
-        for c, image in enumerate(row):
-            sheet.paste(image, (c * TILE, r * (TILE + CAPTION)))
-    buffer = io.BytesIO()
-    sheet.save(buffer, format="PNG")
-    atomic_write_bytes(args.out, buffer.getvalue())
+    save_grid(rows, args.out)
     print(f"wrote {args.out} ({len(rows[0])} real frames, {args.simulated} simulated images of each family)")
     return 0
 
