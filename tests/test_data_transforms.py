@@ -249,3 +249,20 @@ def test_untagged_volumes_in_hounsfield_units_are_windowed_as_ct():
     mr = torch.linspace(0, 900, 256).view(1, 8, 8, 4)  # no negative values: scaled by percentiles
     scaled = ModalityIntensityd(keys="image")({"image": mr})["image"]
     assert float(scaled.min()) == 0.0 and float(scaled.max()) == 1.0
+
+
+def test_image_augmentation_reorients_zooms_out_and_keeps_the_size_and_range():
+    from medpclip.data.dataset import image_augmentation
+
+    image = torch.zeros(1, 64, 64)
+    image[:, 4:40, 8:20] = 1.0  # an off-centre bar: every orientation and zoom moves it
+    assert torch.equal(image_augmentation(64, 0.0)(image), image), "chance 0 leaves the image as it is"
+    augment = image_augmentation(64, 1.0).set_random_state(0)
+    outputs = [augment(image) for _ in range(24)]
+    assert all(type(out) is torch.Tensor and out.shape == (1, 64, 64) for out in outputs), "plain tensors, same size"
+    assert all(0.0 <= float(out.min()) and float(out.max()) <= 1.0 for out in outputs)
+    assert len({int(out.flatten().argmax()) for out in outputs}) > 8, "the bar lands in many places"
+    bar_area = [float((out > 0.5).float().sum()) for out in outputs]
+    assert min(bar_area) < 0.5 * float(image.sum()), "some images are zoomed out (the anatomy smaller on black)"
+    again = image_augmentation(64, 1.0).set_random_state(0)
+    assert all(torch.equal(again(image), out) for out in outputs), "the same seed, the same draws"

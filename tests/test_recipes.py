@@ -49,11 +49,12 @@ def test_the_crop_rate_recipe_changes_only_the_vision_rate():
     assert _settings("ablation_crop_vision1x") == {**_settings("ablation_crop"), "vision_lr_scale": 1.0}
 
 
+@pytest.mark.parametrize("name", ["displace", "modality_augment"])
 @pytest.mark.parametrize("value", [True, -0.1, 1.5, "0.5"])
-def test_a_chance_setting_outside_0_to_1_is_refused_with_its_name(tmp_path, value):
+def test_a_chance_setting_outside_0_to_1_is_refused_with_its_name(tmp_path, name, value):
     recipe = tmp_path / "recipe.json"
-    recipe.write_text(json.dumps({"train_datalists": ["x.json"], "displace": value}))
-    with pytest.raises(ValueError, match="displace must be a number from 0 to 1"):
+    recipe.write_text(json.dumps({"train_datalists": ["x.json"], name: value}))
+    with pytest.raises(ValueError, match=f"{name} must be a number from 0 to 1"):
         TrainConfig.from_json(recipe)
 
 

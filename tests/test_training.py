@@ -193,6 +193,39 @@ def test_modality_batches_replace_xray_and_ultrasound_draws_with_simulated_image
     assert values["CT"] and values["CT"].isdisjoint({0.25, 0.75}), "CT draws are never simulated"
 
 
+def test_modality_batches_augment_real_and_simulated_images_alike(tmp_path):
+    from PIL import Image
+
+    from medpclip.engines import training
+
+    items = []
+    for n, modality in enumerate(["CT", "US"]):
+        path = tmp_path / f"{n}.png"
+        Image.fromarray(np.tile(np.linspace(0, 255, 32, dtype=np.uint8), (32, 1))).save(path)  # a ramp
+        items.append({"image": str(path), "modality": modality, "text": f"a {modality} image"})
+    datalist = tmp_path / "modalities.json"
+    datalist.write_text(json.dumps({"training": items, "validation": []}))
+
+    def simulated(family: str, size: int) -> torch.Tensor:
+        return torch.linspace(0, 1, size).expand(1, size, size).transpose(1, 2).contiguous()
+
+    simulated.FAMILIES = ("XR", "US")
+
+    def batch(augment: float) -> tuple[torch.Tensor, list[str]]:
+        batches = training._modality_batches(
+            str(datalist), 40, 32, seed=0, synthetic=simulated, synthetic_share=1.0, augment=augment
+        )
+        return next(batches)
+
+    plain, modalities = batch(0.0)
+    augmented, same_draws = batch(1.0)
+    assert same_draws == modalities, "augmentation changes the images, not which are drawn"
+    changed = (plain - augmented).abs().flatten(1).amax(1) > 0.1
+    for family in ("CT", "US"):  # CT: the real file; US: simulated
+        picked = torch.tensor([m == family for m in modalities])
+        assert picked.any() and changed[picked].float().mean() > 0.5, f"{family} images are augmented"
+
+
 def test_resume_restores_iteration_and_optimizer(tmp_path, phantom_datalist, capsys):
     first = train(tiny_train_config(tmp_path, phantom_datalist, iterations=3))
     checkpoint = latest_checkpoint(first.parent / "checkpoints")

@@ -16,11 +16,17 @@ import torch
 from monai.transforms import (
     Compose,
     CopyItemsd,
+    EnsureType,
     Lambdad,
     LoadImaged,
     Rand2DElasticd,
+    RandAdjustContrast,
+    RandAffine,
     RandAffined,
+    RandFlip,
     Randomizable,
+    RandRotate90,
+    RandZoom,
     Resized,
     SpatialPadd,
 )
@@ -33,7 +39,15 @@ from medpclip.data.slicing import SampleSliced
 from medpclip.knowledge import KnowledgeBase, default_knowledge_base
 from medpclip.networks.prompts import RegionPrompts
 
-__all__ = ["PROMPT_FORMS", "PROPAGATED", "ImageSliceDataset", "RegionBatch", "RegionSliceDataset", "collate_regions"]
+__all__ = [
+    "PROMPT_FORMS",
+    "PROPAGATED",
+    "ImageSliceDataset",
+    "RegionBatch",
+    "RegionSliceDataset",
+    "collate_regions",
+    "image_augmentation",
+]
 
 PROMPT_FORMS = ("mask", "box", "points", "box+points")
 PROPAGATED = "propagated"  # the prompt form of slice propagation (needs a dataset with prior_offset > 0)
@@ -276,6 +290,28 @@ def displace_transforms(image_size: int, prob: float = 1.0, with_prior: bool = F
             padding_mode="zeros",
         ),
     ]
+
+
+def image_augmentation(image_size: int, prob: float) -> Compose:
+    """Augmentation of one image-level training image ``[1, S, S]`` in ``[0, 1]``, each part with chance ``prob``:
+    any of the 8 grid orientations (files store rows or columns first, mirrored or not), a rotation of up to 15
+    degrees with a zoom from 0.6 (the anatomy small on black, as clinical fields of view are framed) to 1.25 and a
+    shift of up to 10 %, and a gamma from 0.7 to 1.5 (windows and display curves differ between scanners)."""
+    return Compose(
+        [
+            RandRotate90(prob=prob, max_k=3),
+            RandFlip(prob=prob / 2, spatial_axis=0),
+            RandZoom(prob=prob, min_zoom=0.6, max_zoom=1.25, padding_mode="constant"),  # isotropic, size kept
+            RandAffine(
+                prob=prob,
+                rotate_range=0.26,
+                translate_range=(0.1 * image_size, 0.1 * image_size),
+                padding_mode="zeros",
+            ),
+            RandAdjustContrast(prob=prob, gamma=(0.7, 1.5)),
+            EnsureType(data_type="tensor", track_meta=False),
+        ]
+    )
 
 
 @dataclass

@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from medpclip.atomic import atomic_torch_save, atomic_write_json
 from medpclip.data.datalists import load_datalist
-from medpclip.data.dataset import ImageSliceDataset, RegionSliceDataset, collate_regions
+from medpclip.data.dataset import ImageSliceDataset, RegionSliceDataset, collate_regions, image_augmentation
 from medpclip.data.intensity import MODALITY_CLASSES, modality_family
 from medpclip.data.synthetic import SyntheticModalities
 from medpclip.engines.steps import RegionTrainStep, TrainingObjective
@@ -59,6 +59,7 @@ _CHANCES = (
     "box_shrink",
     "propagation",
     "synthetic_modalities",
+    "modality_augment",
     "ema_momentum",
 )
 
@@ -87,6 +88,7 @@ class TrainConfig:
     mask_regions: int | None = None  # regions per slice that carry the mask loss, drawn each step (None: all)
     modality_batch: int = 8  # images per step from the modality datalist's training split (0: none)
     synthetic_modalities: float = 0.0  # share of X-ray and ultrasound draws simulated from the training volumes
+    modality_augment: float = 0.0  # chance of each part of the modality images' augmentation (image_augmentation)
     lr: float = 1e-3
     vision_lr_scale: float = 0.1  # the vision tower's rate relative to lr (0.1 protects pretrained weights)
     alpha_lr_scale: float = 1.0  # the `alpha` mode's alpha conv rate relative to lr
@@ -290,6 +292,7 @@ def _train(config: TrainConfig, rank: int, world: int) -> Path:
             config.seed + rank,
             synthetic=SyntheticModalities(items, config.seed + rank) if config.synthetic_modalities else None,
             synthetic_share=config.synthetic_modalities,
+            augment=config.modality_augment,
         )
     step = RegionTrainStep(
         knowledge=knowledge,
@@ -382,10 +385,13 @@ def _modality_batches(
     seed: int,
     synthetic: SyntheticModalities | None = None,
     synthetic_share: float = 0.0,
+    augment: float = 0.0,
 ) -> Iterator[tuple[torch.Tensor, list[str]]]:
     """Endless ``(images [N, 1, S, S], modalities)`` batches from a modality datalist's training split, each
     modality family drawn equally often (ultrasound and radiographs are rare in the offline data); with
-    ``synthetic``, that share of the X-ray and ultrasound draws is simulated instead."""
+    ``synthetic``, that share of the X-ray and ultrasound draws is simulated instead. With ``augment`` above 0,
+    every image, real or simulated, is augmented (:func:`image_augmentation`, each part with that chance): the
+    real training files are a few fixed frames, which the model would otherwise learn by their framing."""
     items = [i for i in load_datalist(datalist, "training") if modality_family(i.get("modality")) in MODALITY_CLASSES]
     if not items:
         raise ValueError(f"{datalist} has no training images of the modalities {', '.join(MODALITY_CLASSES)}.")
@@ -393,6 +399,7 @@ def _modality_batches(
     readable = dataset.readable_indices("modality images")  # loads each file once into the cache
     families = Counter(modality_family(items[i]["modality"]) for i in readable)
     weights = [1 / families[modality_family(items[i]["modality"])] for i in readable]
+    augmentation = image_augmentation(image_size, augment).set_random_state(seed) if augment else None
     generator = torch.Generator().manual_seed(seed)
     while True:
         picked = torch.multinomial(torch.tensor(weights), batch_size, replacement=True, generator=generator)
@@ -403,7 +410,8 @@ def _modality_batches(
             simulate = (
                 synthetic and family in synthetic.FAMILIES and torch.rand(1, generator=generator) < synthetic_share
             )
-            images.append(synthetic(family, image_size) if simulate else dataset[index]["image"])
+            image = synthetic(family, image_size) if simulate else dataset[index]["image"]
+            images.append(augmentation(image) if augmentation else image)
             modalities.append(modality)
         yield torch.stack(images), modalities
 
