@@ -102,7 +102,8 @@ def test_vocabulary_and_modality_image_terms_train(phantom_datalist):
     def modality_images():
         while True:
             drawn.append(1)
-            yield torch.rand(3, 1, 128, 128), ["US", "CR", "CT"]
+            images = torch.rand(3, 1, 128, 128)
+            yield images, ["US", "CR", "CT"], images
 
     torch.manual_seed(0)
     model = build_model("tiny")
@@ -119,9 +120,10 @@ def test_vocabulary_and_modality_image_terms_train(phantom_datalist):
 def test_distillation_holds_the_modality_images_to_the_teacher(phantom_datalist):
     batch = _phantom_batch(phantom_datalist)
 
-    def modality_images():
+    def modality_images(augmented: bool = False):
         while True:
-            yield torch.rand(3, 1, 128, 128), ["US", "CR", "CT"]
+            originals = torch.rand(3, 1, 128, 128)
+            yield (originals.flip(-1) if augmented else originals), ["US", "CR", "CT"], originals
 
     torch.manual_seed(0)
     model, other = build_model("tiny"), build_model("tiny")
@@ -129,6 +131,10 @@ def test_distillation_holds_the_modality_images_to_the_teacher(phantom_datalist)
     teacher.load_state_dict(model.state_dict())
     same = RegionTrainStep(forms=("box",), modality_images=modality_images(), teacher=teacher, distill_weight=2.0)
     assert same.losses(model, batch)["image_distill"].abs() < 1e-5, "a student equal to its teacher loses nothing"
+    seen_augmented = RegionTrainStep(
+        forms=("box",), modality_images=modality_images(augmented=True), teacher=teacher, distill_weight=2.0
+    )
+    assert seen_augmented.losses(model, batch)["image_distill"] > 1e-4, "the teacher sees the images before augmenting"
     moved = RegionTrainStep(forms=("box",), modality_images=modality_images(), teacher=other, distill_weight=2.0)
     loss = moved.losses(model, batch)["image_distill"]
     assert 0 < loss <= 2 * 2
@@ -159,7 +165,8 @@ def test_modality_batches_draw_every_family_and_skip_unreadable_files(tmp_path, 
         return readable(dataset, index)
 
     monkeypatch.setattr(training.ImageSliceDataset, "__getitem__", pixels_fail_for_the_last)
-    images, modalities = next(training._modality_batches(str(datalist), 60, 64, seed=0))
+    images, modalities, originals = next(training._modality_batches(str(datalist), 60, 64, seed=0))
+    assert originals is images, "without augmentation the originals are the images"
     assert images.shape == (60, 1, 64, 64)
     counts = {m: modalities.count(m) for m in ("CT", "US", "CR")}
     assert all(c >= 10 for c in counts.values()), f"families are drawn about equally: {counts}"
@@ -184,7 +191,7 @@ def test_modality_batches_replace_xray_and_ultrasound_draws_with_simulated_image
 
     simulated.FAMILIES = ("XR", "US")
     batches = training._modality_batches(str(datalist), 30, 16, seed=0, synthetic=simulated, synthetic_share=1.0)
-    images, modalities = next(batches)
+    images, modalities, _ = next(batches)
     values = {
         m: {float(v) for v, mm in zip(images[:, 0, 0, 0], modalities, strict=True) if mm == m}
         for m in "CT CR US".split()
@@ -211,15 +218,16 @@ def test_modality_batches_augment_real_and_simulated_images_alike(tmp_path):
 
     simulated.FAMILIES = ("XR", "US")
 
-    def batch(augment: float) -> tuple[torch.Tensor, list[str]]:
+    def batch(augment: float) -> tuple[torch.Tensor, list[str], torch.Tensor]:
         batches = training._modality_batches(
             str(datalist), 40, 32, seed=0, synthetic=simulated, synthetic_share=1.0, augment=augment
         )
         return next(batches)
 
-    plain, modalities = batch(0.0)
-    augmented, same_draws = batch(1.0)
+    plain, modalities, _ = batch(0.0)
+    augmented, same_draws, originals = batch(1.0)
     assert same_draws == modalities, "augmentation changes the images, not which are drawn"
+    assert torch.equal(originals, plain), "the originals are the images before augmentation"
     changed = (plain - augmented).abs().flatten(1).amax(1) > 0.1
     for family in ("CT", "US"):  # CT: the real file; US: simulated
         picked = torch.tensor([m == family for m in modalities])

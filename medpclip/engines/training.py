@@ -386,12 +386,13 @@ def _modality_batches(
     synthetic: SyntheticModalities | None = None,
     synthetic_share: float = 0.0,
     augment: float = 0.0,
-) -> Iterator[tuple[torch.Tensor, list[str]]]:
-    """Endless ``(images [N, 1, S, S], modalities)`` batches from a modality datalist's training split, each
-    modality family drawn equally often (ultrasound and radiographs are rare in the offline data); with
-    ``synthetic``, that share of the X-ray and ultrasound draws is simulated instead. With ``augment`` above 0,
-    every image, real or simulated, is augmented (:func:`image_augmentation`, each part with that chance): the
-    real training files are a few fixed frames, which the model would otherwise learn by their framing."""
+) -> Iterator[tuple[torch.Tensor, list[str], torch.Tensor]]:
+    """Endless ``(images [N, 1, S, S], modalities, originals [N, 1, S, S])`` batches from a modality datalist's
+    training split, each modality family drawn equally often (ultrasound and radiographs are rare in the offline
+    data); with ``synthetic``, that share of the X-ray and ultrasound draws is simulated instead. With ``augment``
+    above 0, every image, real or simulated, is augmented (:func:`image_augmentation`, each part with that chance):
+    the real training files are a few fixed frames, which the model would otherwise learn by their framing.
+    ``originals`` are the images before augmentation (``images`` itself without it)."""
     items = [i for i in load_datalist(datalist, "training") if modality_family(i.get("modality")) in MODALITY_CLASSES]
     if not items:
         raise ValueError(f"{datalist} has no training images of the modalities {', '.join(MODALITY_CLASSES)}.")
@@ -403,17 +404,18 @@ def _modality_batches(
     generator = torch.Generator().manual_seed(seed)
     while True:
         picked = torch.multinomial(torch.tensor(weights), batch_size, replacement=True, generator=generator)
-        images, modalities = [], []
+        originals, modalities = [], []
         for index in (readable[int(i)] for i in picked):
             modality = items[index]["modality"]
             family = modality_family(modality)
             simulate = (
                 synthetic and family in synthetic.FAMILIES and torch.rand(1, generator=generator) < synthetic_share
             )
-            image = synthetic(family, image_size) if simulate else dataset[index]["image"]
-            images.append(augmentation(image) if augmentation else image)
+            originals.append(synthetic(family, image_size) if simulate else dataset[index]["image"])
             modalities.append(modality)
-        yield torch.stack(images), modalities
+        originals = torch.stack(originals)
+        images = torch.stack([augmentation(image) for image in originals]) if augmentation else originals
+        yield images, modalities, originals
 
 
 def _attach_validation(trainer: SupervisedTrainer, model: torch.nn.Module, config: TrainConfig, log: Path) -> None:
