@@ -24,10 +24,11 @@ def evaluate_checkpoint(
     split: str = "validation",
     seed: int = 1,
     threads: int = 2,
+    modality_views: int = 10,
     out: str | Path | None = None,
 ) -> dict:
-    """Metrics of ``checkpoint`` on one split of the datalists (``validation``: held out; see :class:`Validator`);
-    also written to ``out`` (JSON) when given."""
+    """Metrics of ``checkpoint`` on one split of the datalists (``validation``: held out; see :class:`Validator`,
+    ``modality_views`` augmented copies of each modality image); also written to ``out`` (JSON) when given."""
     torch.set_num_threads(threads)
     model = load_checkpoint(checkpoint).eval()
     validator = Validator.from_datalists(
@@ -38,6 +39,7 @@ def evaluate_checkpoint(
         displace=displaced,
         image_size=model.image_size,
         split=split,
+        modality_views=modality_views,
     )
     metrics = {
         "checkpoint": str(checkpoint),

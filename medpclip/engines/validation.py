@@ -10,7 +10,13 @@ from pathlib import Path
 import torch
 
 from medpclip.data.datalists import DatalistError, load_datalist
-from medpclip.data.dataset import ImageSliceDataset, RegionBatch, RegionSliceDataset, collate_regions
+from medpclip.data.dataset import (
+    ImageSliceDataset,
+    RegionBatch,
+    RegionSliceDataset,
+    collate_regions,
+    image_augmentation,
+)
 from medpclip.data.intensity import MODALITY_CLASSES, modality_family
 from medpclip.engines.metrics import image_zero_shot, interactive_dice, region_metrics
 from medpclip.knowledge import KnowledgeBase, default_knowledge_base
@@ -32,13 +38,15 @@ class RegionEvalSet:
 
 @dataclass
 class Validator:
-    """Region metrics per label datalist, Dice after 1/3/5 clicks, image-level modality zero-shot."""
+    """Region metrics per label datalist, Dice after 1/3/5 clicks, image-level modality zero-shot (also on
+    ``modality_views``, augmented copies of the modality images, when built with some)."""
 
     region_sets: list[RegionEvalSet] = field(default_factory=list)
     modality_images: torch.Tensor | None = None
     modality_labels: list[str] = field(default_factory=list)
     modality_names: list[str] = field(default_factory=list)
     modality_classes: list[str] = field(default_factory=list)
+    modality_views: torch.Tensor | None = None  # [V * N, 1, S, S]: V augmented copies of the N modality images
     knowledge: KnowledgeBase = field(default_factory=default_knowledge_base)
 
     @property
@@ -56,10 +64,14 @@ class Validator:
         displace: bool = False,
         image_size: int = 128,
         split: str = "validation",
+        modality_views: int = 0,
     ) -> Validator:
         """Samples of each datalist's ``split`` (held-out ``validation``, or ``training`` to see what the model
         learnt of the slices it trained on); ``displace`` moves them inside the frame. Registered samples carry the
-        nearest-training-slice baseline of the datalist's ``training`` slabs (1.0 on the training split)."""
+        nearest-training-slice baseline of the datalist's ``training`` slabs (1.0 on the training split).
+        ``modality_views`` augmented copies of each modality image (:func:`image_augmentation` at chance 0.5, as
+        training draws them) give a second modality figure over many more images than the few held-out files, and
+        tell whether naming the modality hangs on how an image is framed, oriented or windowed."""
         knowledge = default_knowledge_base()
         sets = []
         for path in label_datalists:
@@ -99,6 +111,10 @@ class Validator:
             validator.modality_images = torch.stack([samples_[i]["image"] for i in keep])
             validator.modality_labels = [knowledge.lookup(MODALITY_CLASSES[families[i]]).id for i in keep]
             validator.modality_names = [Path(samples_[i]["source"]).name for i in keep]
+            if modality_views:
+                augment = image_augmentation(image_size, 0.5).set_random_state(seed)
+                views = [augment(image) for _ in range(modality_views) for image in validator.modality_images]
+                validator.modality_views = torch.stack(views)
         return validator
 
     @torch.no_grad()
@@ -123,6 +139,10 @@ class Validator:
                 self.modality_names,
             )
             out.update({f"modality/{k}": v for k, v in metrics.items()})
+        if self.modality_views is not None:
+            labels = self.modality_labels * (len(self.modality_views) // len(self.modality_labels))
+            metrics = image_zero_shot(model, self.modality_views, labels, self.knowledge, self.modality_classes)
+            out["modality/augmented_accuracy"], out["modality/augmented_images"] = metrics["accuracy"], len(labels)
         return out
 
 
