@@ -266,3 +266,19 @@ def test_image_augmentation_reorients_zooms_out_and_keeps_the_size_and_range():
     assert min(bar_area) < 0.5 * float(image.sum()), "some images are zoomed out (the anatomy smaller on black)"
     again = image_augmentation(64, 1.0).set_random_state(0)
     assert all(torch.equal(again(image), out) for out in outputs), "the same seed, the same draws"
+
+
+def test_mr_augmentation_adds_noise_a_bias_field_and_a_coarse_matrix_within_range():
+    from medpclip.data.dataset import mr_augmentation
+
+    image = torch.zeros(1, 64, 64)
+    image[:, 16:48, 16:48] = torch.linspace(0.3, 1.0, 32)  # a smooth, noise-free head on black, as the template
+    assert torch.allclose(mr_augmentation(0.0)(image), image), "chance 0 leaves an image in [0, 1] as it is"
+    augment = mr_augmentation(1.0).set_random_state(0)
+    outputs = [augment(image) for _ in range(8)]
+    assert all(type(out) is torch.Tensor and out.shape == (1, 64, 64) for out in outputs)
+    assert all(float(out.min()) >= 0.0 and float(out.max()) <= 1.0 for out in outputs)
+    background = torch.stack([out[0, :12, :12] for out in outputs])
+    assert float(background.std(dim=(1, 2)).max()) > 0.01, "the black background carries a noise floor"
+    inside = torch.stack([out[0, 16:48, 16:48] for out in outputs])
+    assert (inside - image[0, 16:48, 16:48]).abs().amax(dim=(1, 2)).min() > 0.02, "every draw changes the head"

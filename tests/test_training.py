@@ -234,6 +234,25 @@ def test_modality_batches_augment_real_and_simulated_images_alike(tmp_path):
         assert picked.any() and changed[picked].float().mean() > 0.5, f"{family} images are augmented"
 
 
+def test_modality_batches_give_mr_images_their_own_augmentation(tmp_path):
+    from PIL import Image
+
+    from medpclip.engines import training
+
+    items = []
+    for n, modality in enumerate(["CT", "MR"]):
+        path = tmp_path / f"{n}.png"
+        Image.fromarray(np.tile(np.linspace(0, 255, 32, dtype=np.uint8), (32, 1))).save(path)  # a ramp
+        items.append({"image": str(path), "modality": modality, "text": f"a {modality} image"})
+    datalist = tmp_path / "modalities.json"
+    datalist.write_text(json.dumps({"training": items, "validation": []}))
+    images, modalities, originals = next(training._modality_batches(str(datalist), 40, 32, seed=0, mr_augment=1.0))
+    changed = (images - originals).abs().flatten(1).amax(1) > 0.02
+    is_mr = torch.tensor([m == "MR" for m in modalities])
+    assert is_mr.any() and (~is_mr).any()
+    assert changed[is_mr].all() and not changed[~is_mr].any(), "MR images alone get the MR augmentation"
+
+
 def test_resume_restores_iteration_and_optimizer(tmp_path, phantom_datalist, capsys):
     first = train(tiny_train_config(tmp_path, phantom_datalist, iterations=3))
     checkpoint = latest_checkpoint(first.parent / "checkpoints")

@@ -37,7 +37,13 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from medpclip.atomic import atomic_torch_save, atomic_write_json
 from medpclip.data.datalists import load_datalist
-from medpclip.data.dataset import ImageSliceDataset, RegionSliceDataset, collate_regions, image_augmentation
+from medpclip.data.dataset import (
+    ImageSliceDataset,
+    RegionSliceDataset,
+    collate_regions,
+    image_augmentation,
+    mr_augmentation,
+)
 from medpclip.data.intensity import MODALITY_CLASSES, modality_family
 from medpclip.data.synthetic import SyntheticModalities
 from medpclip.engines.steps import RegionTrainStep, TrainingObjective
@@ -60,6 +66,7 @@ _CHANCES = (
     "propagation",
     "synthetic_modalities",
     "modality_augment",
+    "mr_augment",
     "ema_momentum",
 )
 
@@ -89,6 +96,7 @@ class TrainConfig:
     modality_batch: int = 8  # images per step from the modality datalist's training split (0: none)
     synthetic_modalities: float = 0.0  # share of X-ray and ultrasound draws simulated from the training volumes
     modality_augment: float = 0.0  # chance of each part of the modality images' augmentation (image_augmentation)
+    mr_augment: float = 0.0  # chance of each part of the MR modality images' own augmentation (mr_augmentation)
     lr: float = 1e-3
     vision_lr_scale: float = 0.1  # the vision tower's rate relative to lr (0.1 protects pretrained weights)
     alpha_lr_scale: float = 1.0  # the `alpha` mode's alpha conv rate relative to lr
@@ -293,6 +301,7 @@ def _train(config: TrainConfig, rank: int, world: int) -> Path:
             synthetic=SyntheticModalities(items, config.seed + rank) if config.synthetic_modalities else None,
             synthetic_share=config.synthetic_modalities,
             augment=config.modality_augment,
+            mr_augment=config.mr_augment,
         )
     step = RegionTrainStep(
         knowledge=knowledge,
@@ -386,13 +395,15 @@ def _modality_batches(
     synthetic: SyntheticModalities | None = None,
     synthetic_share: float = 0.0,
     augment: float = 0.0,
+    mr_augment: float = 0.0,
 ) -> Iterator[tuple[torch.Tensor, list[str], torch.Tensor]]:
     """Endless ``(images [N, 1, S, S], modalities, originals [N, 1, S, S])`` batches from a modality datalist's
     training split, each modality family drawn equally often (ultrasound and radiographs are rare in the offline
     data); with ``synthetic``, that share of the X-ray and ultrasound draws is simulated instead. With ``augment``
     above 0, every image, real or simulated, is augmented (:func:`image_augmentation`, each part with that chance):
     the real training files are a few fixed frames, which the model would otherwise learn by their framing.
-    ``originals`` are the images before augmentation (``images`` itself without it)."""
+    With ``mr_augment`` above 0, MR images first get :func:`mr_augmentation` (each part with that chance).
+    ``originals`` are the images before augmentation (``images`` itself without either)."""
     items = [i for i in load_datalist(datalist, "training") if modality_family(i.get("modality")) in MODALITY_CLASSES]
     if not items:
         raise ValueError(f"{datalist} has no training images of the modalities {', '.join(MODALITY_CLASSES)}.")
@@ -401,6 +412,7 @@ def _modality_batches(
     families = Counter(modality_family(items[i]["modality"]) for i in readable)
     weights = [1 / families[modality_family(items[i]["modality"])] for i in readable]
     augmentation = image_augmentation(image_size, augment).set_random_state(seed) if augment else None
+    mr_augmentation_ = mr_augmentation(mr_augment).set_random_state(seed + 1) if mr_augment else None
     generator = torch.Generator().manual_seed(seed)
     while True:
         picked = torch.multinomial(torch.tensor(weights), batch_size, replacement=True, generator=generator)
@@ -414,7 +426,12 @@ def _modality_batches(
             originals.append(synthetic(family, image_size) if simulate else dataset[index]["image"])
             modalities.append(modality)
         originals = torch.stack(originals)
-        images = torch.stack([augmentation(image) for image in originals]) if augmentation else originals
+        images = originals
+        if mr_augmentation_:
+            is_mr = [modality_family(m) == "MR" for m in modalities]
+            images = torch.stack([mr_augmentation_(i) if mr else i for i, mr in zip(images, is_mr, strict=True)])
+        if augmentation:
+            images = torch.stack([augmentation(image) for image in images])
         yield images, modalities, originals
 
 
