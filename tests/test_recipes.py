@@ -49,7 +49,7 @@ def test_the_crop_rate_recipe_changes_only_the_vision_rate():
     assert _settings("ablation_crop_vision1x") == {**_settings("ablation_crop"), "vision_lr_scale": 1.0}
 
 
-@pytest.mark.parametrize("name", ["displace", "modality_augment", "mr_augment"])
+@pytest.mark.parametrize("name", ["displace", "modality_augment", "mr_augment", "modality_file_share"])
 @pytest.mark.parametrize("value", [True, -0.1, 1.5, "0.5"])
 def test_a_chance_setting_outside_0_to_1_is_refused_with_its_name(tmp_path, name, value):
     recipe = tmp_path / "recipe.json"

@@ -253,6 +253,36 @@ def test_modality_batches_give_mr_images_their_own_augmentation(tmp_path):
     assert changed[is_mr].all() and not changed[~is_mr].any(), "MR images alone get the MR augmentation"
 
 
+@pytest.mark.parametrize(("file_share", "expected"), [(0.0, 6 / 8), (1.0, 1 / 3), (0.5, 0.5 * 6 / 8 + 0.5 / 3)])
+def test_modality_batches_share_a_familys_draws_between_files_or_items(tmp_path, file_share, expected):
+    import nibabel as nib
+
+    from medpclip.engines import training
+
+    volume = tmp_path / "volume.nii.gz"  # six slices of one volume beside two single-slice files, all MR
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((16, 16, 6)).astype(np.float32), np.eye(4)), volume)
+    items = [{"image": str(volume), "modality": "MR", "text": "an MR image"} for _ in range(6)]
+    for n in range(2):
+        path = tmp_path / f"{n}.nii.gz"
+        nib.save(nib.Nifti1Image(np.random.default_rng(n + 1).random((16, 16)).astype(np.float32), np.eye(4)), path)
+        items.append({"image": str(path), "modality": "MR", "text": "an MR image"})
+    datalist = tmp_path / "modalities.json"
+    datalist.write_text(json.dumps({"training": items, "validation": []}))
+    seen = []
+    dataset_item = training.ImageSliceDataset.__getitem__
+
+    def record(dataset, index):
+        seen.append(dataset.items[index]["image"])
+        return dataset_item(dataset, index)
+
+    batches = training._modality_batches(str(datalist), 4000, 16, seed=0, file_share=file_share)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training.ImageSliceDataset, "__getitem__", record)
+        next(batches)
+    share = seen.count(str(volume)) / len(seen)
+    assert abs(share - expected) < 0.03, f"the volume's share of the draws: {share:.3f}, expected {expected:.3f}"
+
+
 def test_resume_restores_iteration_and_optimizer(tmp_path, phantom_datalist, capsys):
     first = train(tiny_train_config(tmp_path, phantom_datalist, iterations=3))
     checkpoint = latest_checkpoint(first.parent / "checkpoints")

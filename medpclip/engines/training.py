@@ -67,6 +67,7 @@ _CHANCES = (
     "synthetic_modalities",
     "modality_augment",
     "mr_augment",
+    "modality_file_share",
     "ema_momentum",
 )
 
@@ -97,6 +98,7 @@ class TrainConfig:
     synthetic_modalities: float = 0.0  # share of X-ray and ultrasound draws simulated from the training volumes
     modality_augment: float = 0.0  # chance of each part of the modality images' augmentation (image_augmentation)
     mr_augment: float = 0.0  # chance of each part of the MR modality images' own augmentation (mr_augmentation)
+    modality_file_share: float = 0.0  # share of a family's draws spread over its files, not its items (slices)
     lr: float = 1e-3
     vision_lr_scale: float = 0.1  # the vision tower's rate relative to lr (0.1 protects pretrained weights)
     alpha_lr_scale: float = 1.0  # the `alpha` mode's alpha conv rate relative to lr
@@ -302,6 +304,7 @@ def _train(config: TrainConfig, rank: int, world: int) -> Path:
             synthetic_share=config.synthetic_modalities,
             augment=config.modality_augment,
             mr_augment=config.mr_augment,
+            file_share=config.modality_file_share,
         )
     step = RegionTrainStep(
         knowledge=knowledge,
@@ -396,21 +399,33 @@ def _modality_batches(
     synthetic_share: float = 0.0,
     augment: float = 0.0,
     mr_augment: float = 0.0,
+    file_share: float = 0.0,
 ) -> Iterator[tuple[torch.Tensor, list[str], torch.Tensor]]:
     """Endless ``(images [N, 1, S, S], modalities, originals [N, 1, S, S])`` batches from a modality datalist's
     training split, each modality family drawn equally often (ultrasound and radiographs are rare in the offline
-    data); with ``synthetic``, that share of the X-ray and ultrasound draws is simulated instead. With ``augment``
-    above 0, every image, real or simulated, is augmented (:func:`image_augmentation`, each part with that chance):
-    the real training files are a few fixed frames, which the model would otherwise learn by their framing.
-    With ``mr_augment`` above 0, MR images first get :func:`mr_augmentation` (each part with that chance).
-    ``originals`` are the images before augmentation (``images`` itself without either)."""
+    data). Within a family, ``file_share`` of its draws go to each of its source files equally and the rest to each
+    of its items equally: the slices of one volume are items of one file, so with 0 the MNI152 template's 347 slices
+    take nearly every MR draw and the two real MR files almost none.
+
+    With ``synthetic``, that share of the X-ray and ultrasound draws is simulated instead. With ``mr_augment`` above
+    0, MR images get :func:`mr_augmentation`, then with ``augment`` above 0 every image, real or simulated, gets
+    :func:`image_augmentation` (each part with that chance): the real training files are a few fixed frames, which
+    the model would otherwise learn by their framing. ``originals`` are the images before augmentation (``images``
+    itself without either)."""
     items = [i for i in load_datalist(datalist, "training") if modality_family(i.get("modality")) in MODALITY_CLASSES]
     if not items:
         raise ValueError(f"{datalist} has no training images of the modalities {', '.join(MODALITY_CLASSES)}.")
     dataset = ImageSliceDataset(items, image_size=image_size, cache_size=len(items)).set_random_state(seed)
     readable = dataset.readable_indices("modality images")  # loads each file once into the cache
-    families = Counter(modality_family(items[i]["modality"]) for i in readable)
-    weights = [1 / families[modality_family(items[i]["modality"])] for i in readable]
+    family_of = {i: modality_family(items[i]["modality"]) for i in readable}
+    families = Counter(family_of.values())
+    files = Counter((family_of[i], items[i]["image"]) for i in readable)
+    files_per_family = Counter(family for family, _ in files)
+    weights = [
+        (1 - file_share) / families[family_of[i]]
+        + file_share / (files_per_family[family_of[i]] * files[family_of[i], items[i]["image"]])
+        for i in readable
+    ]
     augmentation = image_augmentation(image_size, augment).set_random_state(seed) if augment else None
     mr_augmentation_ = mr_augmentation(mr_augment).set_random_state(seed + 1) if mr_augment else None
     generator = torch.Generator().manual_seed(seed)
