@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -200,18 +201,24 @@ def test_modality_batches_replace_xray_and_ultrasound_draws_with_simulated_image
     assert values["CT"] and values["CT"].isdisjoint({0.25, 0.75}), "CT draws are never simulated"
 
 
-def test_modality_batches_augment_real_and_simulated_images_alike(tmp_path):
+def _ramp_datalist(folder: Path, modalities: list[str]) -> Path:
+    """A modality datalist of one 32 x 32 intensity-ramp PNG per modality, all in its training split."""
     from PIL import Image
 
+    items = []
+    for n, modality in enumerate(modalities):
+        path = folder / f"{n}.png"
+        Image.fromarray(np.tile(np.linspace(0, 255, 32, dtype=np.uint8), (32, 1))).save(path)
+        items.append({"image": str(path), "modality": modality, "text": f"a {modality} image"})
+    datalist = folder / "modalities.json"
+    datalist.write_text(json.dumps({"training": items, "validation": []}))
+    return datalist
+
+
+def test_modality_batches_augment_real_and_simulated_images_alike(tmp_path):
     from medpclip.engines import training
 
-    items = []
-    for n, modality in enumerate(["CT", "US"]):
-        path = tmp_path / f"{n}.png"
-        Image.fromarray(np.tile(np.linspace(0, 255, 32, dtype=np.uint8), (32, 1))).save(path)  # a ramp
-        items.append({"image": str(path), "modality": modality, "text": f"a {modality} image"})
-    datalist = tmp_path / "modalities.json"
-    datalist.write_text(json.dumps({"training": items, "validation": []}))
+    datalist = _ramp_datalist(tmp_path, ["CT", "US"])
 
     def simulated(family: str, size: int) -> torch.Tensor:
         return torch.linspace(0, 1, size).expand(1, size, size).transpose(1, 2).contiguous()
@@ -235,17 +242,9 @@ def test_modality_batches_augment_real_and_simulated_images_alike(tmp_path):
 
 
 def test_modality_batches_give_mr_images_their_own_augmentation(tmp_path):
-    from PIL import Image
-
     from medpclip.engines import training
 
-    items = []
-    for n, modality in enumerate(["CT", "MR"]):
-        path = tmp_path / f"{n}.png"
-        Image.fromarray(np.tile(np.linspace(0, 255, 32, dtype=np.uint8), (32, 1))).save(path)  # a ramp
-        items.append({"image": str(path), "modality": modality, "text": f"a {modality} image"})
-    datalist = tmp_path / "modalities.json"
-    datalist.write_text(json.dumps({"training": items, "validation": []}))
+    datalist = _ramp_datalist(tmp_path, ["CT", "MR"])
     images, modalities, originals = next(training._modality_batches(str(datalist), 40, 32, seed=0, mr_augment=1.0))
     changed = (images - originals).abs().flatten(1).amax(1) > 0.02
     is_mr = torch.tensor([m == "MR" for m in modalities])

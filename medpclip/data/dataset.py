@@ -325,7 +325,8 @@ def mr_augmentation(prob: float) -> Compose:
     come from, does not, on one image ``[1, S, S]`` in ``[0, 1]``, each part with chance ``prob``: a smooth bias
     field (coil sensitivity), Gibbs ringing at edges (a truncated k-space), a coarse acquisition matrix (down to half
     the grid) and Rician noise (magnitude images; Rayleigh-distributed in the background), scaled back to
-    ``[0, 1]``. Without them, noisy held-out MR files were called ultrasound, the family whose images are speckled."""
+    ``[0, 1]``. On their own they did not stop held-out MR files being called ultrasound; drawing the real MR
+    files more often did (``modality_file_share``, docs/results.md, session 19)."""
     return Compose(
         [
             RandBiasField(prob=prob, coeff_range=(0.0, 0.15)),

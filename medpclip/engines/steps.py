@@ -173,7 +173,7 @@ class RegionTrainStep:
 
     def _distill(self, originals: torch.Tensor, global_embeds: torch.Tensor) -> torch.Tensor:
         """Mean cosine distance of ``global_embeds [N, E]`` to the teacher's of ``originals [N, 1, S, S]``, the images
-        before augmentation: the teacher has not learnt augmented views (the shipped checkpoint names 0.74 of
+        before augmentation: the teacher has not learnt augmented views (the shipped checkpoint names 0.73 of
         augmented held-out modality images against 0.94 of them as they are), so the student is held to what it
         says of each image as it is, which also asks the student to see through the augmentation."""
         with torch.no_grad():

@@ -426,8 +426,8 @@ def _modality_batches(
         + file_share / (files_per_family[family_of[i]] * files[family_of[i], items[i]["image"]])
         for i in readable
     ]
-    augmentation = image_augmentation(image_size, augment).set_random_state(seed) if augment else None
-    mr_augmentation_ = mr_augmentation(mr_augment).set_random_state(seed + 1) if mr_augment else None
+    augment_all = image_augmentation(image_size, augment).set_random_state(seed) if augment else None
+    augment_mr = mr_augmentation(mr_augment).set_random_state(seed + 1) if mr_augment else None
     generator = torch.Generator().manual_seed(seed)
     while True:
         picked = torch.multinomial(torch.tensor(weights), batch_size, replacement=True, generator=generator)
@@ -442,11 +442,11 @@ def _modality_batches(
             modalities.append(modality)
         originals = torch.stack(originals)
         images = originals
-        if mr_augmentation_:
+        if augment_mr:
             is_mr = [modality_family(m) == "MR" for m in modalities]
-            images = torch.stack([mr_augmentation_(i) if mr else i for i, mr in zip(images, is_mr, strict=True)])
-        if augmentation:
-            images = torch.stack([augmentation(image) for image in images])
+            images = torch.stack([augment_mr(i) if mr else i for i, mr in zip(images, is_mr, strict=True)])
+        if augment_all:
+            images = torch.stack([augment_all(image) for image in images])
         yield images, modalities, originals
 
 
