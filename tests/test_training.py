@@ -252,6 +252,23 @@ def test_modality_batches_give_mr_images_their_own_augmentation(tmp_path):
     assert changed[is_mr].all() and not changed[~is_mr].any(), "MR images alone get the MR augmentation"
 
 
+def test_modality_batches_augment_reproducibly_from_the_seed(tmp_path):
+    from medpclip.engines import training
+
+    datalist = _ramp_datalist(tmp_path, ["CT", "MR"])
+
+    def draws(seed: int) -> torch.Tensor:
+        batches = training._modality_batches(str(datalist), 16, 32, seed=seed, augment=0.5, mr_augment=0.5)
+        return torch.cat([next(batches)[0] for _ in range(2)])
+
+    torch.manual_seed(1)  # the global seed differs between the calls: only the given seed may decide the draws
+    first = draws(3)
+    torch.manual_seed(2)
+    np.random.seed(2)
+    assert torch.equal(first, draws(3)), "the same seed gives the same augmented images"
+    assert not torch.equal(first, draws(4)), "another seed gives other augmentations"
+
+
 @pytest.mark.parametrize(("file_share", "expected"), [(0.0, 6 / 8), (1.0, 1 / 3), (0.5, 0.5 * 6 / 8 + 0.5 / 3)])
 def test_modality_batches_share_a_familys_draws_between_files_or_items(tmp_path, file_share, expected):
     import nibabel as nib

@@ -442,10 +442,12 @@ def _modality_batches(
             modalities.append(modality)
         originals = torch.stack(originals)
         images = originals
-        if augment_mr:
+        # `is not None`, not truthiness: a Compose's len() builds a flattened Compose, which reseeds every
+        # transform from the global seed and made the augmented draws irreproducible
+        if augment_mr is not None:
             is_mr = [modality_family(m) == "MR" for m in modalities]
             images = torch.stack([augment_mr(i) if mr else i for i, mr in zip(images, is_mr, strict=True)])
-        if augment_all:
+        if augment_all is not None:
             images = torch.stack([augment_all(image) for image in images])
         yield images, modalities, originals
 
