@@ -33,3 +33,34 @@ def test_modality_views_are_augmented_copies_scored_beside_the_files(tmp_path):
     assert 0 <= metrics["modality/augmented_accuracy"] <= 1
     again = Validator.from_datalists([], str(datalist), image_size=128, modality_views=4)
     assert torch.equal(again.modality_views, views), "the same seed draws the same copies"
+
+
+def test_modality_draws_score_other_slices_of_volumes_and_the_same_single_images(tmp_path):
+    import nibabel as nib
+
+    volume = np.random.default_rng(0).random((40, 32, 32)).astype(np.float32)
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / "t1.nii.gz")
+    Image.fromarray((np.random.default_rng(1).random((48, 40)) * 255).astype(np.uint8)).save(tmp_path / "us.png")
+    items = [
+        {
+            "image": str(tmp_path / "t1.nii.gz"),
+            "modality": "MR T1",
+            "text": "an MR image",
+            "axis": 0,
+            "slices": [0, 40],
+        },
+        {"image": str(tmp_path / "us.png"), "modality": "US", "text": "an ultrasound image"},
+    ]
+    datalist = tmp_path / "modalities.json"
+    datalist.write_text(json.dumps({"training": [], "validation": items}))
+
+    validator = Validator.from_datalists([], str(datalist), image_size=128, modality_draws=3)
+    draws = validator.modality_draws.view(3, 2, -1)
+    assert torch.equal(draws[0], validator.modality_images.flatten(1)), "the first draw is the seed's own images"
+    assert not torch.equal(draws[1, 0], draws[0, 0]) or not torch.equal(draws[2, 0], draws[0, 0]), "other slices"
+    assert torch.equal(draws[1, 1], draws[0, 1]) and torch.equal(draws[2, 1], draws[0, 1]), "one image, one draw"
+    metrics = validator(build_model("tiny"))
+    assert metrics["modality/draws_images"] == 6 and 0 <= metrics["modality/draws_accuracy"] <= 1
+    misses = sum(int(m.split("(")[1].split(" of")[0]) for m in metrics["modality/draws_misses"])
+    assert misses == round((1 - metrics["modality/draws_accuracy"]) * 6), "every wrong draw is counted once"
+    assert Validator.from_datalists([], str(datalist), image_size=64).modality_draws is None

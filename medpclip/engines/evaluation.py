@@ -25,10 +25,12 @@ def evaluate_checkpoint(
     seed: int = 1,
     threads: int = 2,
     modality_views: int = 10,
+    modality_draws: int = 10,
     out: str | Path | None = None,
 ) -> dict:
     """Metrics of ``checkpoint`` on one split of the datalists (``validation``: held out; see :class:`Validator`,
-    ``modality_views`` augmented copies of each modality image); also written to ``out`` (JSON) when given."""
+    ``modality_views`` augmented copies of each modality image, ``modality_draws`` draws of each modality item);
+    also written to ``out`` (JSON) when given."""
     torch.set_num_threads(threads)
     model = load_checkpoint(checkpoint).eval()
     validator = Validator.from_datalists(
@@ -40,6 +42,7 @@ def evaluate_checkpoint(
         image_size=model.image_size,
         split=split,
         modality_views=modality_views,
+        modality_draws=modality_draws,
     )
     metrics = {
         "checkpoint": str(checkpoint),

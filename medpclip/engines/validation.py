@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +40,8 @@ class RegionEvalSet:
 @dataclass
 class Validator:
     """Region metrics per label datalist, Dice after 1/3/5 clicks, image-level modality zero-shot (also on
-    ``modality_views``, augmented copies of the modality images, when built with some)."""
+    ``modality_views``, augmented copies of the modality images, and on ``modality_draws``, other slices and frames
+    of the same files, when built with some)."""
 
     region_sets: list[RegionEvalSet] = field(default_factory=list)
     modality_images: torch.Tensor | None = None
@@ -47,6 +49,7 @@ class Validator:
     modality_names: list[str] = field(default_factory=list)
     modality_classes: list[str] = field(default_factory=list)
     modality_views: torch.Tensor | None = None  # [V * N, 1, S, S]: V augmented copies of the N modality images
+    modality_draws: torch.Tensor | None = None  # [K * N, 1, S, S]: K draws of each item, the first the images above
     knowledge: KnowledgeBase = field(default_factory=default_knowledge_base)
 
     @property
@@ -65,13 +68,17 @@ class Validator:
         image_size: int = 128,
         split: str = "validation",
         modality_views: int = 0,
+        modality_draws: int = 0,
     ) -> Validator:
         """Samples of each datalist's ``split`` (held-out ``validation``, or ``training`` to see what the model
         learnt of the slices it trained on); ``displace`` moves them inside the frame. Registered samples carry the
         nearest-training-slice baseline of the datalist's ``training`` slabs (1.0 on the training split).
         ``modality_views`` augmented copies of each modality image (:func:`image_augmentation` at chance 0.5, as
         training draws them) give a second modality figure over many more images than the few held-out files, and
-        tell whether naming the modality hangs on how an image is framed, oriented or windowed."""
+        tell whether naming the modality hangs on how an image is framed, oriented or windowed. ``modality_draws``
+        draws of each modality item (seeds ``seed``, ``seed + 1``, ...: another slice of a volume slab, another frame
+        of a multi-frame file, the same image of a single-frame file) give a figure that does not hang on which
+        slice or frame one seed happens to draw (the shipped weights name 16 to 17 of the 18 draws of one seed)."""
         knowledge = default_knowledge_base()
         sets = []
         for path in label_datalists:
@@ -104,11 +111,17 @@ class Validator:
             dataset = ImageSliceDataset(items, image_size=image_size, cache_size=len(items)).set_random_state(seed)
             readable = dataset.readable_indices("modality images")
             dataset.set_random_state(seed)  # the same draws whether or not a file was skipped before
-            samples_ = [dataset[i] for i in readable]
+            draws = [[dataset[i] for i in readable]]
+            for extra in range(1, modality_draws):
+                dataset.set_random_state(seed + extra)
+                draws.append([dataset[i] for i in readable])
+            samples_ = draws[0]
             families = [modality_family(s["modality"]) for s in samples_]
             validator.modality_classes = [knowledge.lookup(n).id for n in MODALITY_CLASSES.values()]
             keep = [i for i, f in enumerate(families) if f in MODALITY_CLASSES]
             validator.modality_images = torch.stack([samples_[i]["image"] for i in keep])
+            if modality_draws:
+                validator.modality_draws = torch.stack([draw[i]["image"] for draw in draws for i in keep])
             validator.modality_labels = [knowledge.lookup(MODALITY_CLASSES[families[i]]).id for i in keep]
             validator.modality_names = [Path(samples_[i]["source"]).name for i in keep]
             if modality_views:
@@ -143,6 +156,18 @@ class Validator:
             labels = self.modality_labels * (len(self.modality_views) // len(self.modality_labels))
             metrics = image_zero_shot(model, self.modality_views, labels, self.knowledge, self.modality_classes)
             out["modality/augmented_accuracy"], out["modality/augmented_images"] = metrics["accuracy"], len(labels)
+        if self.modality_draws is not None:
+            times = len(self.modality_draws) // len(self.modality_labels)
+            metrics = image_zero_shot(
+                model,
+                self.modality_draws,
+                self.modality_labels * times,
+                self.knowledge,
+                self.modality_classes,
+                self.modality_names * times,
+            )
+            out["modality/draws_accuracy"], out["modality/draws_images"] = metrics["accuracy"], metrics["images"]
+            out["modality/draws_misses"] = [f"{m} ({n} of {times})" for m, n in Counter(metrics["misses"]).items()]
         return out
 
 
