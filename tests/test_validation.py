@@ -61,6 +61,7 @@ def test_modality_draws_score_other_slices_of_volumes_and_the_same_single_images
     assert torch.equal(draws[1, 1], draws[0, 1]) and torch.equal(draws[2, 1], draws[0, 1]), "one image, one draw"
     metrics = validator(build_model("tiny"))
     assert metrics["modality/draws_images"] == 6 and 0 <= metrics["modality/draws_accuracy"] <= 1
-    misses = sum(int(m.split("(")[1].split(" of")[0]) for m in metrics["modality/draws_misses"])
-    assert misses == round((1 - metrics["modality/draws_accuracy"]) * 6), "every wrong draw is counted once"
+    counts = [m.split("(")[1].rstrip(")").split(" of ") for m in metrics["modality/draws_misses"]]
+    assert sum(int(k) for k, _ in counts) == round((1 - metrics["modality/draws_accuracy"]) * 6), "each miss once"
+    assert all(int(k) <= int(n) == 3 for k, n in counts), "out of the file's 3 draws"
     assert Validator.from_datalists([], str(datalist), image_size=64).modality_draws is None

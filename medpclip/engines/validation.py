@@ -167,7 +167,10 @@ class Validator:
                 self.modality_names * times,
             )
             out["modality/draws_accuracy"], out["modality/draws_images"] = metrics["accuracy"], metrics["images"]
-            out["modality/draws_misses"] = [f"{m} ({n} of {times})" for m, n in Counter(metrics["misses"]).items()]
+            shown = Counter(self.modality_names * times)  # the slabs of one volume share its file name
+            out["modality/draws_misses"] = [
+                f"{miss} ({n} of {shown[miss.split(': ')[0]]})" for miss, n in Counter(metrics["misses"]).items()
+            ]
         return out
 
 
