@@ -78,7 +78,7 @@ class Validator:
         tell whether naming the modality hangs on how an image is framed, oriented or windowed. ``modality_draws``
         draws of each modality item (seeds ``seed``, ``seed + 1``, ...: another slice of a volume slab, another frame
         of a multi-frame file, the same image of a single-frame file) give a figure that does not hang on which
-        slice or frame one seed happens to draw (the shipped weights name 16 to 17 of the 18 draws of one seed)."""
+        slice or frame one seed happens to draw (the shipped weights name 16 or 17 of the 18 images of one draw)."""
         knowledge = default_knowledge_base()
         sets = []
         for path in label_datalists:
