@@ -113,6 +113,9 @@ def test_sampled_prompts_lie_in_and_bound_their_region(seed):
         assert len(positive) >= 1
         assert mask[positive[:, 0], positive[:, 1]].all(), "positive clicks must lie inside the region"
         assert not mask[negative[:, 0], negative[:, 1]].any(), "negative clicks must lie outside the region"
+        b0, c0, b1, c1 = boxes[r].round().long().tolist()
+        if not mask[b0 : b1 + 1, c0 : c1 + 1].all():  # the box holds background: negatives are drawn there
+            assert ((negative >= torch.tensor([b0, c0])) & (negative <= torch.tensor([b1, c1]))).all()
 
 
 def test_neighbour_slices_lie_one_to_k_steps_away_along_the_same_axis():

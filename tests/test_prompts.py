@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -139,6 +140,37 @@ def test_mask_tokens_code_a_masks_centroid_and_extent(images):
     plain = build_model("tiny", mask_tokens=False)
     assert plain.prompt_encoder(RegionPrompts(masks=masks), B).sparse.shape[2] == 0
     assert not any("mask_embed" in name for name in plain.state_dict())
+
+
+@pytest.mark.parametrize("forms", COMBOS[1:], ids=lambda c: "+".join(c))
+def test_raster_and_region_map_match_a_drawing_at_full_resolution(tiny_model, forms):
+    """The encoder draws only the channels a prompt has (a click's Gaussian as two 1D factors) and averages them onto
+    four times the patch grid; a plain drawing of all four channels at full resolution, averaged afterwards, must
+    give the same raster, and the same region map (positive union, or the whole image, minus the negative heat)."""
+    prompts = make_prompts(forms)
+    encoder = tiny_model.prompt_encoder
+    with torch.inference_mode():
+        encoded = encoder(prompts, B)
+    axis = torch.arange(SIZE, dtype=torch.float32)
+    full = torch.zeros(B, P, 4, SIZE, SIZE)
+    if prompts.points is not None:
+        pts = prompts.points[..., None, None, :]  # [B, P, K, 1, 1, 2]
+        squared = (axis.view(SIZE, 1) - pts[..., 0]) ** 2 + (axis.view(1, SIZE) - pts[..., 1]) ** 2
+        heat = torch.exp(-squared / (2 * encoder.point_sigma**2))  # [B, P, K, H, W]
+        for channel, label in ((0, 1), (1, 0)):
+            full[:, :, channel] = (heat * (prompts.point_labels == label)[..., None, None]).amax(2)
+    if prompts.boxes is not None:
+        for b, p in itertools.product(range(B), range(P)):
+            i0, j0, i1, j1 = prompts.boxes[b, p].tolist()
+            full[b, p, 2, math.ceil(i0) : math.floor(i1) + 1, math.ceil(j0) : math.floor(j1) + 1] = 1
+    if prompts.masks is not None:
+        full[:, :, 3] = prompts.masks
+    grid = 4 * encoder.grid
+    expected = torch.nn.functional.interpolate(full.flatten(0, 1), size=grid, mode="area").unflatten(0, (B, P))
+    torch.testing.assert_close(encoded.raster, expected, atol=1e-6, rtol=1e-5)
+    positive = torch.maximum(full[:, :, 0], full[:, :, 2:].amax(2))
+    positive[positive.flatten(2).amax(-1) == 0] = 1  # no positive evidence: the whole image
+    torch.testing.assert_close(encoded.region_map, positive * (1 - full[:, :, 1]), atol=1e-6, rtol=1e-5)
 
 
 def test_take_keeps_the_chosen_prompts_of_every_field_in_order():

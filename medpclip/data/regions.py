@@ -86,9 +86,10 @@ class SampleRegionPromptsd(Randomizable, MapTransform):
         for r, value in enumerate(chosen):
             mask = _region(labels, value, parts)
             masks[r] = mask
-            boxes[r] = self._box(mask)
+            inside = np.argwhere(mask)  # [V, 2] row-major, shared by the box and the clicks
+            boxes[r] = self._box(inside, mask.shape)
             if value != 0:
-                points[r], point_labels[r] = self._clicks(mask, boxes[r], k)
+                points[r], point_labels[r] = self._clicks(mask, inside, boxes[r], k)
         missing = [v for v in chosen if v and v not in names]
         if missing:
             raise ValueError(f"label values {sorted(set(missing))} have no name in '{self.names_key}'.")
@@ -132,29 +133,25 @@ class SampleRegionPromptsd(Randomizable, MapTransform):
             chosen.append(pool.pop(self.R.randint(len(pool))))
         return chosen
 
-    def _box(self, mask: np.ndarray) -> np.ndarray:
-        rows, cols = np.nonzero(mask)
-        i0, i1, j0, j1 = rows.min(), rows.max(), cols.min(), cols.max()
+    def _box(self, inside: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        (i0, j0), (i1, j1) = inside.min(0), inside.max(0)
         grow = self.R.uniform(-self.box_shrink, self.box_jitter, 4) * np.array([i1 - i0 + 1, j1 - j0 + 1] * 2)
-        h, w = mask.shape
+        h, w = shape
         lo = np.clip([i0 - grow[0], j0 - grow[1]], 0, [h - 1, w - 1])
         hi = np.clip([i1 + grow[2], j1 + grow[3]], 0, [h - 1, w - 1])
         middle = (lo + hi) / 2  # a box cut from both sides of a thin mask must not turn inside out
         return np.concatenate([np.minimum(lo, middle), np.maximum(hi, middle)]).astype(np.float32)
 
-    def _clicks(self, mask: np.ndarray, box: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _clicks(self, mask: np.ndarray, inside: np.ndarray, box: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         points = np.zeros((k, 2), np.float32)
         labels = np.full(k, PADDING, np.int64)
-        inside = np.argwhere(mask)
         n_pos = self.R.randint(1, self.max_positive + 1)
         points[:n_pos] = inside[self.R.randint(len(inside), size=n_pos)]
         labels[:n_pos] = POSITIVE
         n_neg = self.R.randint(0, self.max_negative + 1)
         if n_neg:
             i0, j0, i1, j1 = np.round(box).astype(int)
-            ring = np.zeros_like(mask)
-            ring[i0 : i1 + 1, j0 : j1 + 1] = True
-            outside = np.argwhere(ring & ~mask)
+            outside = np.argwhere(~mask[i0 : i1 + 1, j0 : j1 + 1]) + (i0, j0)  # background inside the box
             if len(outside) == 0:
                 outside = np.argwhere(~mask)
             if len(outside):
@@ -174,7 +171,10 @@ def _label_map(labels: object) -> np.ndarray:
 
 def _region(labels: np.ndarray, value: int, parts: dict[int, list[int]]) -> np.ndarray:
     """The bool mask of label ``value`` and its parts (0: the whole image)."""
-    return np.ones_like(labels, bool) if value == 0 else np.isin(labels, parts.get(value, [value]))
+    if value == 0:
+        return np.ones_like(labels, bool)
+    members = parts.get(value, [value])
+    return labels == members[0] if len(members) == 1 else np.isin(labels, members)  # isin is many times slower
 
 
 def label_parts(

@@ -68,7 +68,7 @@ class MaskDecoder(nn.Module):
         x = image.repeat_interleave(p, dim=0) + self.dense_proj(dense)
         x = self.upscale(x)  # [B*P, C/4, 4g, 4g]
         size = x.shape[-2:]
-        raster = F.interpolate(prompts.raster.flatten(0, 1), size=size, mode="area")
+        raster = prompts.raster.flatten(0, 1)  # [B*P, 4, 4g, 4g]: already on this grid
         if prev_mask_logits is None:
             prev = torch.zeros(b * p, 2, *size, device=x.device)
         else:

@@ -8,6 +8,7 @@ patch grid, so that any combination of prompts reaches the vision tower through 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, fields
 
@@ -31,7 +32,8 @@ class PromptEmbeddings:
         sparse_valid: ``[B, P, T]`` bool, False for padding points.
         sparse_pooled: ``[B, P, Dp]`` mean of the valid sparse tokens, a learned embedding when there are none.
         dense: ``[B, P, N, c]`` dense prompt map on the patch grid.
-        raster: ``[B, P, 4, H, W]`` positive heat, negative heat, box and mask channels.
+        raster: ``[B, P, 4, 4g, 4g]`` positive heat, negative heat, box and mask channels, area-averaged onto four
+            times the patch grid (the dense path's input and the mask decoder's output resolution).
         region_map: ``[B, P, H, W]`` in ``[0, 1]``: where the prompted region is (all ones = whole image).
         region_weight: ``[B, P, N]`` the region map's coverage per patch, 1 for the best-covered patch.
     """
@@ -124,10 +126,9 @@ class PromptEncoder(nn.Module):
         prompts = prompts.to(device)
         b, p = prompts.batch_shape
         sparse, valid = self._sparse(prompts, b, p)
-        raster = self._raster(prompts, b, p)
-        dense = self.dense_net(F.interpolate(raster.flatten(0, 1), size=4 * self.grid, mode="area"))
-        dense = dense.flatten(2).transpose(1, 2).unflatten(0, (b, p)) + self.patch_position()  # [B, P, N, c]
-        region_map = _region_map(raster)
+        raster, region_map = self._raster(prompts, b, p)
+        dense = self.dense_net(raster.flatten(0, 1)).flatten(2).transpose(1, 2).unflatten(0, (b, p))
+        dense = dense + self.patch_position()  # [B, P, N, c]
         # coverage per patch, relative to the best-covered patch: a structure smaller than a patch still gets weight 1
         weight = F.avg_pool2d(region_map, self.patch_size).flatten(2)
         weight = weight / weight.amax(-1, keepdim=True).clamp(min=1e-6)
@@ -141,7 +142,7 @@ class PromptEncoder(nn.Module):
             sparse_valid=torch.zeros(batch, 1, 0, dtype=torch.bool, device=device),
             sparse_pooled=self.no_sparse_embed.expand(batch, 1, dp),
             dense=(self.no_prompt_dense + self.patch_position()).expand(batch, 1, n, -1),
-            raster=torch.zeros(batch, 1, RASTER_CHANNELS, size, size, device=device),
+            raster=torch.zeros(batch, 1, RASTER_CHANNELS, 4 * self.grid, 4 * self.grid, device=device),
             region_map=torch.ones(batch, 1, size, size, device=device),
             region_weight=torch.ones(batch, 1, n, device=device),
         )
@@ -174,36 +175,43 @@ class PromptEncoder(nn.Module):
         mean = (sparse * weights).sum(2) / count.clamp(min=1)
         return torch.where(count > 0, mean, self.no_sparse_embed)
 
-    def _raster(self, prompts: RegionPrompts, b: int, p: int) -> torch.Tensor:
-        """-> ``[B, P, 4, H, W]`` positive heat, negative heat, box fill, mask."""
+    def _raster(self, prompts: RegionPrompts, b: int, p: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (raster ``[B, P, 4, 4g, 4g]``: positive heat, negative heat, box fill and mask, each area-averaged
+        onto four times the patch grid; region map ``[B, P, H, W]``: the union of the positive channels, or the
+        whole image when there are none, with the negative heat carved out).
+
+        Only the channels a prompt has are drawn at full resolution (absent ones are zero on the small grid)."""
         size, device = self.image_size, self.fourier.device
         axis = torch.arange(size, dtype=torch.float32, device=device)
-        raster = torch.zeros(b, p, RASTER_CHANNELS, size, size, device=device)
-        if prompts.points is not None:
+        channels: list[torch.Tensor | None] = [None] * RASTER_CHANNELS
+        if prompts.points is not None and prompts.points.shape[2]:
             pts, labels = prompts.points.float(), prompts.point_labels
-            di = (axis.view(1, 1, 1, size, 1) - pts[..., 0, None, None]) ** 2  # [B, P, K, H, 1]
-            dj = (axis.view(1, 1, 1, 1, size) - pts[..., 1, None, None]) ** 2  # [B, P, K, 1, W]
-            heat = torch.exp(-(di + dj) / (2 * self.point_sigma**2))  # [B, P, K, H, W]
+            # a Gaussian is separable: K x (H + W) exponentials instead of K x H x W
+            scale = -1 / (2 * self.point_sigma**2)
+            rows = torch.exp((axis - pts[..., 0, None]) ** 2 * scale)  # [B, P, K, H]
+            cols = torch.exp((axis - pts[..., 1, None]) ** 2 * scale)  # [B, P, K, W]
             for channel, label in ((0, POSITIVE), (1, NEGATIVE)):
-                keep = (labels == label)[..., None, None]
-                raster[:, :, channel] = (heat * keep).amax(2) if heat.shape[2] else 0
+                keep = (labels == label)[..., None].float()
+                channels[channel] = ((rows * keep)[..., :, None] * cols[..., None, :]).amax(2)
         if prompts.boxes is not None:
             i0, j0, i1, j1 = (c.float()[..., None] for c in prompts.boxes.unbind(-1))
             rows = (axis >= i0) & (axis <= i1)  # [B, P, H]
             cols = (axis >= j0) & (axis <= j1)  # [B, P, W]
-            raster[:, :, 2] = (rows[..., :, None] & cols[..., None, :]).float()
+            channels[2] = (rows[..., :, None] & cols[..., None, :]).float()
         if prompts.masks is not None:
-            raster[:, :, 3] = prompts.masks.float()
-        return raster
-
-
-def _region_map(raster: torch.Tensor) -> torch.Tensor:
-    """``[B, P, 4, H, W]`` -> ``[B, P, H, W]``: union of positive evidence (or the whole image when
-    there is none), with negative clicks carved out."""
-    positive = torch.maximum(raster[:, :, 0], raster[:, :, 2:].amax(2))
-    has_positive = positive.flatten(2).amax(-1) > 0
-    positive = torch.where(has_positive[..., None, None], positive, torch.ones_like(positive))
-    return positive * (1 - raster[:, :, 1])
+            channels[3] = prompts.masks.float()
+        small = 4 * self.grid
+        raster = torch.zeros(b, p, RASTER_CHANNELS, small, small, device=device)
+        for k, channel in enumerate(channels):
+            if channel is not None:
+                raster[:, :, k] = F.interpolate(channel, size=small, mode="area")
+        present = [c for k, c in enumerate(channels) if c is not None and k != 1]
+        positive = functools.reduce(torch.maximum, present) if present else torch.zeros(b, p, size, size, device=device)
+        has_positive = positive.flatten(2).amax(-1) > 0
+        region_map = positive.masked_fill(~has_positive[..., None, None], 1.0)
+        if channels[1] is not None:
+            region_map = region_map * (1 - channels[1])
+        return raster, region_map
 
 
 def _mask_summary(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -212,11 +220,22 @@ def _mask_summary(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     h, w = masks.shape[-2:]
     i = torch.arange(h, device=masks.device, dtype=torch.float32)
     j = torch.arange(w, device=masks.device, dtype=torch.float32)
-    area = masks.flatten(2).sum(-1).clamp(min=1)
-    centroid = torch.stack([(masks.sum(-1) * i).sum(-1) / area, (masks.sum(-2) * j).sum(-1) / area], -1)
-    x0, y0, x1, y1 = mask_boxes(masks.flatten(0, 1)).unflatten(0, masks.shape[:2]).unbind(-1)  # pixel edges
-    first, last = torch.stack([y0, x0], -1), torch.stack([y1, x1], -1) - 1
-    return torch.stack([centroid, first, last], 2), masks.flatten(2).any(-1)
+    per_row = masks.float().sum(-1)  # [B, P, H] voxels in each row (exact integers)
+    per_col = masks.float().sum(-2)  # [B, P, W]
+    area = per_row.sum(-1)
+    centroid = torch.stack([(per_row * i).sum(-1), (per_col * j).sum(-1)], -1) / area.clamp(min=1)[..., None]
+    first = torch.stack([_first(per_row > 0), _first(per_col > 0)], -1)
+    last = torch.stack([h - 1 - _first((per_row > 0).flip(-1)), w - 1 - _first((per_col > 0).flip(-1))], -1)
+    present = area > 0
+    # an empty mask spans the whole image, as mask_boxes has it
+    first = torch.where(present[..., None], first, torch.zeros_like(first))
+    last = torch.where(present[..., None], last, torch.tensor([h - 1.0, w - 1.0], device=masks.device))
+    return torch.stack([centroid, first, last], 2), present
+
+
+def _first(hit: torch.Tensor) -> torch.Tensor:
+    """Index of the first True along the last dimension (0 where there is none), as float."""
+    return hit.float().argmax(-1).float()
 
 
 def mask_boxes(masks: torch.Tensor, margin: float = 0.0) -> torch.Tensor:

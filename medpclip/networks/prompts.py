@@ -104,8 +104,10 @@ class RegionPrompts:
                 raise ValueError(f"box lies outside the image of size ({height}, {width}).")
         if self.masks is not None:
             _check_shape("masks", self.masks, (*shape, height, width))
-            _check_finite("masks", self.masks)
-            if self.masks.min() < 0 or self.masks.max() > 1:
+            lowest, highest = torch.aminmax(self.masks.float())  # one pass; NaN and infinities show in the extremes
+            if not (torch.isfinite(lowest) and torch.isfinite(highest)):
+                raise ValueError("masks contain NaN or infinite values.")
+            if lowest < 0 or highest > 1:
                 raise ValueError("mask values must lie in [0, 1].")
             if (self.masks.flatten(2).amax(-1) <= 0.5).any():
                 raise ValueError("mask prompt is empty: it marks no voxel (all values <= 0.5).")
