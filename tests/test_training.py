@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import tiny_train_config
+from scipy.ndimage import distance_transform_edt
 from torch.utils.data import DataLoader
 
 from medpclip.data import RegionSliceDataset, collate_regions, load_datalist
@@ -57,6 +58,50 @@ def test_propagation_steps_feed_the_neighbouring_mask_as_the_first_prior(phantom
     assert torch.equal(priors[0], (batch.prior_masks * 2 - 1) * PRIOR_LOGIT), "the neighbour's mask as +-8 logits"
     with pytest.raises(ValueError, match="propagation"):
         RegionTrainStep(propagation=1.5)
+
+
+def test_center_click_steps_prompt_as_the_evaluation_does(phantom_datalist, monkeypatch):
+    """With center_click 1 every region is prompted by one click at its centre (and nothing else), and every
+    correction click goes to the centre of the largest error, the protocol of interactive_dice."""
+    batch = _phantom_batch(phantom_datalist, num_regions=3)
+    torch.manual_seed(0)
+    model = build_model("tiny")
+    seen, modes = [], []
+    encode, clicks = model.encode_image, steps.next_clicks
+
+    def encode_spy(images, prompts=None, prefix=None):
+        seen.append(prompts)
+        return encode(images, prompts, prefix=prefix)
+
+    def clicks_spy(pred, target, mode="center", rng=None):
+        modes.append(mode)
+        return clicks(pred, target, mode, rng)
+
+    model.encode_image = encode_spy
+    monkeypatch.setattr(steps, "next_clicks", clicks_spy)
+    losses = RegionTrainStep(click_rounds=3, center_click=1.0, seed=2).losses(model, batch)
+    assert torch.isfinite(losses["mask"])
+    first = seen[0]
+    assert first.boxes is None and first.masks is None and first.points.shape[2] == 1
+    assert (first.point_labels == 1).all()
+    for b in range(2):
+        for r in range(3):  # the click lies inside its region, on its deepest voxel
+            mask = batch.masks[b, r].numpy() > 0.5
+            depth = distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+            i, j = first.points[b, r, 0].long().tolist()
+            assert mask[i, j] and depth[i, j] == depth.max()
+    assert modes and set(modes) == {"center"}, "correction clicks at the centre of the error"
+    with pytest.raises(ValueError, match="center_click"):
+        RegionTrainStep(center_click=-0.1)
+
+
+def test_off_chances_draw_nothing_so_older_recipes_keep_their_stream(phantom_datalist):
+    batch = _phantom_batch(phantom_datalist)
+    torch.manual_seed(0)
+    model = build_model("tiny")
+    plain, off = RegionTrainStep(seed=3), RegionTrainStep(seed=3, center_click=0.0, propagation=0.0)
+    plain.losses(model, batch), off.losses(model, batch)
+    assert plain.rng.random() == off.rng.random()
 
 
 def test_mask_regions_train_masks_on_a_subset_with_their_own_targets(phantom_datalist, monkeypatch):

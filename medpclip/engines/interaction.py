@@ -13,7 +13,7 @@ from scipy.ndimage import distance_transform_edt
 
 from medpclip.networks.prompts import NEGATIVE, PADDING, POSITIVE, RegionPrompts
 
-__all__ = ["add_clicks", "next_clicks"]
+__all__ = ["add_clicks", "center_clicks", "next_clicks"]
 
 
 def next_clicks(
@@ -57,3 +57,13 @@ def add_clicks(prompts: RegionPrompts, points: torch.Tensor, labels: torch.Tenso
         new_points = torch.cat([prompts.points.float(), new_points], 2)
         new_labels = torch.cat([prompts.point_labels.long(), new_labels], 2)
     return RegionPrompts(points=new_points, point_labels=new_labels, boxes=prompts.boxes, masks=prompts.masks)
+
+
+def center_clicks(masks: torch.Tensor) -> RegionPrompts:
+    """One positive click per region at its centre (the voxel farthest from its border), the first click of
+    :func:`next_clicks` ``"center"`` on an empty prediction, as the evaluation and an annotator start: ``masks
+    [B, P, H, W]`` -> prompts with points ``[B, P, 1, 2]``."""
+    b, p = masks.shape[:2]
+    target = masks.flatten(0, 1) > 0.5
+    points, labels = next_clicks(torch.zeros_like(target), target, "center")
+    return RegionPrompts(points=points.view(b, p, 1, 2), point_labels=labels.view(b, p, 1))

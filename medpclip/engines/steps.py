@@ -12,22 +12,26 @@ from torch.nn.parallel import DistributedDataParallel
 
 from medpclip.data.dataset import PROMPT_FORMS, PROPAGATED, RegionBatch
 from medpclip.data.intensity import MODALITY_CLASSES, modality_family
-from medpclip.engines.interaction import add_clicks, next_clicks
+from medpclip.engines.interaction import add_clicks, center_clicks, next_clicks
 from medpclip.knowledge import KnowledgeBase, default_knowledge_base
 from medpclip.losses import class_loss, contrastive_loss, mask_loss
 from medpclip.networks.model import ImageEncoding, MedPCLIP
 from medpclip.networks.prompts import PRIOR_LOGIT, RegionPrompts
 from medpclip.networks.vit import ImageStream
 
-__all__ = ["RegionTrainStep", "TrainingObjective"]
+__all__ = ["CENTER", "RegionTrainStep", "TrainingObjective"]
+
+CENTER = "center"  # the annotator's prompt form of center_click: one click at each region's centre
 
 
 class RegionTrainStep:
     """``iteration_update`` for MONAI's ``SupervisedTrainer``: ``(engine, batch) -> {"loss": float, ...}``.
 
     Per step: one prompt form (with chance ``propagation`` the ``propagated`` form of slice propagation: a click
-    inside a neighbouring slice's mask, its box and the mask as the decoder's prior logits; else drawn from
-    ``forms``); region–text InfoNCE over every region of the batch against
+    inside a neighbouring slice's mask, its box and the mask as the decoder's prior logits; else, with chance
+    ``center_click``, the annotator's form: one click at each region's centre, the voxel farthest from its border,
+    with every correction click at the centre of the largest error, as :func:`interactive_dice` evaluates; else
+    drawn from ``forms``); region–text InfoNCE over every region of the batch against
     its caption plus ``hard_negatives`` knowledge-base hard-negative captions per region; region classification
     over the whole ``vocabulary`` of region classes, one caption per class (``vocabulary_weight``); image-level
     classification of the global embeddings over the modality families (``global_weight``), on the batch's images
@@ -52,6 +56,7 @@ class RegionTrainStep:
         vocabulary_weight: float = 1.0,
         modality_images: Iterator[tuple[torch.Tensor, list[str], torch.Tensor]] | None = None,
         propagation: float = 0.0,
+        center_click: float = 0.0,
         teacher: MedPCLIP | None = None,
         distill_weight: float = 0.0,
         seed: int = 0,
@@ -59,9 +64,10 @@ class RegionTrainStep:
         unknown = set(forms) - set(PROMPT_FORMS)
         if unknown or not forms:
             raise ValueError(f"forms should be a non-empty subset of {PROMPT_FORMS}, got {forms}.")
-        if not 0 <= propagation <= 1:
-            raise ValueError(f"propagation should be a probability in [0, 1], got {propagation}.")
-        self.propagation = propagation
+        for name, chance in (("propagation", propagation), ("center_click", center_click)):
+            if not 0 <= chance <= 1:
+                raise ValueError(f"{name} should be a probability in [0, 1], got {chance}.")
+        self.propagation, self.center_click = propagation, center_click
         self.knowledge = knowledge or default_knowledge_base()
         self.forms, self.hard_negatives, self.click_rounds = tuple(forms), hard_negatives, click_rounds
         if mask_regions is not None and mask_regions < 1:
@@ -92,9 +98,14 @@ class RegionTrainStep:
     def losses(self, model: MedPCLIP, batch: RegionBatch) -> dict[str, torch.Tensor]:
         """The weighted loss terms of one batch (``region_text``, ``region_class``, ``image_class``,
         ``image_distill``, ``mask``)."""
-        draw_propagated = self.propagation and self.rng.random() < self.propagation  # no draw when off: same stream
-        form = PROPAGATED if draw_propagated else self.forms[self.rng.integers(len(self.forms))]
-        prompts = batch.prompts(form)
+        # a chance that is off draws nothing, so recipes without it keep their random stream
+        if self.propagation and self.rng.random() < self.propagation:
+            form = PROPAGATED
+        elif self.center_click and self.rng.random() < self.center_click:
+            form = CENTER
+        else:
+            form = self.forms[self.rng.integers(len(self.forms))]
+        prompts = center_clicks(batch.masks) if form == CENTER else batch.prompts(form)
         prefix = model.encode_prefix(batch.images)
         enc = model.encode_image(batch.images, prompts, prefix=prefix)
         region_embeds = enc.region_embeds.flatten(0, 1)
@@ -118,7 +129,8 @@ class RegionTrainStep:
                 keep = torch.from_numpy(self.rng.permutation(p)[: self.mask_regions]).to(masks.device)
                 prompts, masks, enc = prompts.take(keep), masks[:, keep], enc.take(keep)
                 prior = None if prior is None else prior[:, keep]
-            mask = self._interactive_mask(model, batch.images, masks, prompts, prefix, enc, prior)
+            mode = "center" if form == CENTER else "random"
+            mask = self._interactive_mask(model, batch.images, masks, prompts, prefix, enc, prior, mode)
             out["mask"] = self.mask_weight * mask
         return out
 
@@ -189,9 +201,10 @@ class RegionTrainStep:
         prefix: ImageStream,
         enc: ImageEncoding,
         prior: torch.Tensor | None = None,
+        mode: str = "random",
     ) -> torch.Tensor:
-        """Mask loss of ``prompts`` against ``masks [B, P, S, S]`` over 1..``click_rounds`` rounds; ``prior
-        [B, P, S, S]`` logits feed the first decode."""
+        """Mask loss of ``prompts`` against ``masks [B, P, S, S]`` over 1..``click_rounds`` rounds of correction clicks
+        (:func:`next_clicks` ``mode``); ``prior [B, P, S, S]`` logits feed the first decode."""
         rounds = int(self.rng.integers(1, self.click_rounds + 1))
         logits = model.decode_masks(enc, prev_mask_logits=prior)
         total = mask_loss(logits, masks)
@@ -199,7 +212,7 @@ class RegionTrainStep:
         for _ in range(rounds - 1):
             with torch.no_grad():
                 pred = F.interpolate(logits.detach(), size=masks.shape[-2:], mode="bilinear") > 0
-                points, labels = next_clicks(pred.flatten(0, 1), masks.flatten(0, 1) > 0.5, "random", self.rng)
+                points, labels = next_clicks(pred.flatten(0, 1), masks.flatten(0, 1) > 0.5, mode, self.rng)
             prompts = add_clicks(prompts, points.view(b, p, 2), labels.view(b, p))
             enc = model.encode_image(images, prompts, prefix=prefix)
             logits = model.decode_masks(enc, prev_mask_logits=logits.detach())

@@ -64,6 +64,7 @@ _CHANCES = (
     "elastic",
     "box_shrink",
     "propagation",
+    "center_click",
     "synthetic_modalities",
     "modality_augment",
     "mr_augment",
@@ -91,6 +92,7 @@ class TrainConfig:
     elastic: float = 0.0  # chance that a training slice and its labels are deformed smoothly (before displacement)
     box_shrink: float = 0.0  # box prompts may cut this share of the mask's extent per side (as propagated boxes do)
     propagation: float = 0.0  # chance that a step prompts every region from its mask on a neighbouring slice
+    center_click: float = 0.0  # chance that a step prompts every region as an annotator does (evaluate's protocol)
     vocabulary_weight: float = 1.0  # region classification over every region class of the training datalists
     mask_weight: float = 1.0  # interactive mask loss (0: naming only, the mask decoder untouched, ~half the compute)
     mask_regions: int | None = None  # regions per slice that carry the mask loss, drawn each step (None: all)
@@ -314,6 +316,7 @@ def _train(config: TrainConfig, rank: int, world: int) -> Path:
         mask_regions=config.mask_regions,
         modality_images=modality_images,
         propagation=config.propagation,
+        center_click=config.center_click,
         teacher=load_checkpoint(config.init_checkpoint, device) if config.distill_weight else None,
         distill_weight=config.distill_weight,
         seed=config.seed + rank,
