@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -95,13 +96,26 @@ def test_center_click_steps_prompt_as_the_evaluation_does(phantom_datalist, monk
         RegionTrainStep(center_click=-0.1)
 
 
-def test_off_chances_draw_nothing_so_older_recipes_keep_their_stream(phantom_datalist):
+@pytest.mark.parametrize("chance", ["propagation", "center_click"])
+def test_off_chances_draw_nothing_so_older_recipes_keep_their_stream(phantom_datalist, chance):
+    """A chance set to 0 takes no number from the step's generator; one that is on (even if it never fires) takes
+    one per step."""
     batch = _phantom_batch(phantom_datalist)
     torch.manual_seed(0)
     model = build_model("tiny")
-    plain, off = RegionTrainStep(seed=3), RegionTrainStep(seed=3, center_click=0.0, propagation=0.0)
-    plain.losses(model, batch), off.losses(model, batch)
-    assert plain.rng.random() == off.rng.random()
+
+    def draws(value: float) -> int:
+        step = RegionTrainStep(seed=3, **{chance: value})
+        generator, calls = step.rng, []
+        step.rng = SimpleNamespace(
+            random=lambda *a: calls.append(1) or generator.random(*a),
+            integers=generator.integers,
+            permutation=generator.permutation,
+        )
+        step.losses(model, batch)
+        return len(calls)
+
+    assert draws(1e-12) == draws(0.0) + 1
 
 
 def test_mask_regions_train_masks_on_a_subset_with_their_own_targets(phantom_datalist, monkeypatch):
