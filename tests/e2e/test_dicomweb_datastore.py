@@ -49,9 +49,11 @@ def test_a_dicom_series_is_segmented_as_the_cli_segments_it(monailabel, stack_st
     cli = segment_volume(SlicePredictor(model), volume, tmp_path / "cli.nii.gz", points=[[i, j, k]])
     assert summary["voxels"] == cli["voxels"]
     liver = reference.transpose(2, 1, 0)
-    precision = served[liver].sum() / served.sum()
-    print(f"\n[e2e] DICOMweb 1-click 3D Dice {dice(served, liver):.3f}, {precision:.3f} of it liver (CLI: same mask)")
-    assert precision > 0.8  # its voxels are liver: the series reached the model the right way up
+    overlap = dice(served, liver)
+    print(f"\n[e2e] DICOMweb 1-click 3D Dice {overlap:.3f} (CLI: same mask)")
+    # the series reached the model the right way up: with bundle 0.10.0 this click gives 0.865, on the volume with its
+    # rows reversed 0.097 and with its columns reversed 0.535; the bound tests orientation, not the model's accuracy
+    assert overlap > 0.7
 
 
 def test_a_final_label_is_written_back_as_dicom_seg(monailabel, stack_studies, series, tmp_path):
