@@ -118,6 +118,64 @@ def test_sampled_prompts_lie_in_and_bound_their_region(seed):
             assert ((negative >= torch.tensor([b0, c0])) & (negative <= torch.tensor([b1, c1]))).all()
 
 
+def _depth_volume(depth: int = 40, side: int = 32) -> torch.Tensor:
+    """``[1, side, side, depth]``: every voxel holds its depth index along the last axis."""
+    return torch.arange(depth).float().view(1, 1, 1, depth).expand(1, side, side, depth).clone()
+
+
+def test_tilted_slices_cross_depths_but_never_leave_their_bounds():
+    volume = _depth_volume()
+    sampler = SampleSliced(keys=["image", "label"], tilt=1.0, interpolate="image").set_random_state(0)
+    spreads = []
+    for _ in range(40):
+        out = sampler({"image": volume, "label": volume, "axis": 2, "slices": [12, 20], "tilt_bounds": [5, 30]})
+        image, label, k = out["image"][0], out["label"][0], out["slice_index"]
+        assert image.shape == (32, 32) and 12 <= k < 20
+        assert image.min() >= 5 and image.max() <= 29, "the plane stays inside the tilt bounds"
+        assert torch.equal(label, label.round()), "label maps are read from the nearest slice, not blended"
+        assert (label - image).abs().max() <= 0.5
+        assert abs(image.mean().item() - k) < 1e-4, "the plane turns about the drawn slice's centre"
+        spreads.append((image.max() - image.min()).item())
+    assert max(spreads) > 5, "planes are tilted"
+    assert len({round(s, 3) for s in spreads}) > 10, "by random angles"
+
+
+def test_a_slice_on_the_edge_of_its_bounds_is_not_tilted_and_tilt_zero_changes_nothing():
+    volume = _depth_volume()
+    sampler = SampleSliced(keys="image", tilt=1.0).set_random_state(1)
+    edge = sampler({"image": volume, "axis": 2, "slices": [10, 11], "tilt_bounds": [10, 25]})
+    assert torch.all(edge["image"] == 10)
+    fixed = sampler({"image": volume, "axis": 2, "slice": 17})
+    assert torch.all(fixed["image"] == 17), "a given slice index (evaluation) is never tilted"
+    plain, tilted = SampleSliced(keys="image").set_random_state(2), SampleSliced(keys="image", tilt=0.0)
+    tilted.set_random_state(2)
+    for _ in range(5):
+        item = {"image": volume, "slices": [3, 30]}
+        a, b = plain(item), tilted(item)
+        assert a["slice_axis"] == b["slice_axis"] and torch.equal(a["image"], b["image"])
+    with pytest.raises(ValueError, match="tilt"):
+        SampleSliced(keys="image", tilt=1.5)
+
+
+def test_tilt_bounds_join_touching_slabs_of_one_volume_and_axis_only():
+    from medpclip.data.dataset import tilt_bounds
+
+    def item(axis, lo, hi, label="a.nii"):
+        return {"image": "t1.nii", "label": label, "axis": axis, "slices": [lo, hi]}
+
+    items = [
+        item(0, 10, 20),
+        item(0, 20, 27),
+        item(0, 33, 40),
+        item(1, 20, 27),
+        item(0, 20, 27, "b.nii"),
+        {"image": "x"},
+    ]
+    out = tilt_bounds(items)
+    assert [i.get("tilt_bounds") for i in out] == [[10, 27], [10, 27], [33, 40], [20, 27], [20, 27], None]
+    assert "tilt_bounds" not in items[0], "the items given are not changed"
+
+
 def test_neighbour_slices_lie_one_to_k_steps_away_along_the_same_axis():
     volume = torch.arange(20).float().view(1, 1, 1, 20).expand(1, 4, 5, 20).clone()
     sampler = SampleSliced(keys=["image", "label"], neighbours=3, neighbour_keys="label").set_random_state(0)

@@ -71,18 +71,46 @@ def preprocess_transform(keys: list[str]) -> Compose:
     )
 
 
-def slice_transforms(keys: list[str], image_size: int, neighbours: int = 0) -> list:
+def slice_transforms(keys: list[str], image_size: int, neighbours: int = 0, tilt: float = 0.0) -> list:
     """Random per sample (or the item's ``axis``/``slice`` when it gives them): one slice inside the item's slab,
     resized (longest side; ``"image"`` by area, label maps by nearest neighbour) and padded to a square. With
-    ``neighbours``, the second key (the label) also gives ``"<key>_neighbour"``."""
+    ``neighbours``, the second key (the label) also gives ``"<key>_neighbour"``; with ``tilt``, that share of the
+    slices is cut on a tilted plane (:class:`~medpclip.data.slicing.SampleSliced`)."""
     extra = [f"{keys[1]}_neighbour"] if neighbours else []
     out = [*keys, *extra]
     modes = ["area" if key == "image" else "nearest" for key in out]
     return [
-        SampleSliced(keys=keys, neighbours=neighbours, neighbour_keys=keys[1:2]),
+        SampleSliced(keys=keys, neighbours=neighbours, neighbour_keys=keys[1:2], tilt=tilt, interpolate=["image"]),
         Resized(keys=out, spatial_size=image_size, size_mode="longest", mode=modes),
         SpatialPadd(keys=out, spatial_size=(image_size, image_size)),
     ]
+
+
+def tilt_bounds(items: Sequence[dict]) -> list[dict]:
+    """Copies of ``items`` where each slab item (``axis`` and ``slices``) also gets ``tilt_bounds``: the run of
+    touching slabs of the same image, label and axis that contains its slab, as far as a tilted plane through it may
+    reach. Training slabs touch each other and never a validation slab (the split leaves a gap), so a run ends
+    before the next validation slab."""
+    runs: dict[tuple, list[list[int]]] = {}
+    for item in items:
+        if "axis" in item and "slices" in item:
+            runs.setdefault((item["image"], item.get("label"), item["axis"]), []).append(list(item["slices"]))
+    for key, ranges in runs.items():
+        merged: list[list[int]] = []
+        for lo, hi in sorted(ranges):
+            if merged and lo <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], hi)
+            else:
+                merged.append([lo, hi])
+        runs[key] = merged
+    out = []
+    for item in items:
+        key = (item["image"], item.get("label"), item.get("axis"))
+        if key in runs:
+            lo, hi = item["slices"]
+            item = {**item, "tilt_bounds": next(r for r in runs[key] if r[0] <= lo and hi <= r[1])}
+        out.append(item)
+    return out
 
 
 class _VolumeCache:
@@ -166,6 +194,9 @@ class RegionSliceDataset(_SliceDataset):
             an atlas lookup at the mask's voxels gives).
         elastic: chance to deform a slice and its labels smoothly (:func:`elastic_transforms`), before any
             displacement, as another subject's anatomy or a slice a few millimetres away would differ.
+        tilt: chance to cut a slice on a plane tilted up to 15 degrees instead of along the axis, kept inside the run
+            of touching slabs that the items of one image and axis give (:func:`tilt_bounds`), so never reaching a
+            validation slab.
         position_guess: carry ``region_position_guess`` on displaced samples (evaluation; training skips it).
         reference_slices: for each ``(label file, axis)``, the slice indices a model was trained on; an undisplaced
             sample then also carries, per region, the classes that an atlas lookup under its mask on the nearest of
@@ -187,6 +218,7 @@ class RegionSliceDataset(_SliceDataset):
         whole_image_prob: float = 0.0,
         displace: float = 0.0,
         elastic: float = 0.0,
+        tilt: float = 0.0,
         position_guess: bool = True,
         box_shrink: float = 0.0,
         prior_offset: int = 0,
@@ -196,7 +228,7 @@ class RegionSliceDataset(_SliceDataset):
     ) -> None:
         if not items:
             raise ValueError("the dataset needs at least one item.")
-        self.items = list(items)
+        self.items = tilt_bounds(items) if tilt else list(items)
         self.displace, self.position_guess = displace, position_guess
         self.reference_slices = {} if displace else dict(reference_slices or {})
         self._reference_label = Compose(slice_transforms(["label"], image_size))
@@ -206,7 +238,7 @@ class RegionSliceDataset(_SliceDataset):
         self.samples_per_item = samples_per_item
         self.sample = Compose(
             [
-                *slice_transforms(["image", "label"], image_size, prior_offset),
+                *slice_transforms(["image", "label"], image_size, prior_offset, tilt),
                 *(elastic_transforms(float(elastic), with_prior=prior_offset > 0) if elastic else []),
                 *(displace_transforms(image_size, float(displace), with_prior=prior_offset > 0) if displace else []),
                 SampleRegionPromptsd(num_regions=num_regions, whole_image_prob=whole_image_prob, box_shrink=box_shrink),

@@ -39,6 +39,13 @@ class SampleSliced(Randomizable, MapTransform):
     With ``neighbours > 0``, each of ``neighbour_keys`` also gives ``"<key>_neighbour"``: the slice 1 to
     ``neighbours`` steps away (either side, clipped to the volume; a 2D input is its own neighbour), as slice
     propagation sees the previous slice. Outputs are plain tensors: a slice has no meaningful 3D affine.
+
+    With ``tilt > 0``, that share of randomly drawn slices is cut on a tilted plane instead: the depth along the
+    slice axis changes linearly across the slice (up to ``max_tilt`` degrees about either in-plane axis), the keys in
+    ``interpolate`` read linearly between the two nearest slices and the others (label maps) from the nearest one.
+    A slice seen at a new angle shows cross-sections of the anatomy that no axis-aligned training slice shows. The
+    plane never leaves ``d[bounds_key] = [start, stop)`` (default: the item's slab), so that it cannot reach
+    validation slices; a slice near that range's edge is tilted less, one on the edge not at all.
     """
 
     def __init__(
@@ -50,6 +57,10 @@ class SampleSliced(Randomizable, MapTransform):
         axes: Sequence[int] = (0, 1, 2),
         neighbours: int = 0,
         neighbour_keys: KeysCollection = (),
+        tilt: float = 0.0,
+        max_tilt: float = 15.0,
+        interpolate: KeysCollection = (),
+        bounds_key: str = "tilt_bounds",
         allow_missing_keys: bool = False,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
@@ -61,14 +72,22 @@ class SampleSliced(Randomizable, MapTransform):
             raise ValueError(f"neighbours should be >= 0, got {neighbours}.")
         self.neighbours = neighbours
         self.neighbour_keys = [neighbour_keys] if isinstance(neighbour_keys, str) else list(neighbour_keys)
+        if not 0 <= tilt <= 1 or not 0 <= max_tilt < 90:
+            raise ValueError(
+                f"tilt should be a chance in [0, 1] and max_tilt in [0, 90) degrees, got {tilt}, {max_tilt}."
+            )
+        self.tilt, self.max_slope = tilt, float(np.tan(np.radians(max_tilt)))
+        self.interpolate = {interpolate} if isinstance(interpolate, str) else set(interpolate)
+        self.bounds_key = bounds_key
         self._axis: int | None = None
         self._index: int | None = None
         self._neighbour: int | None = None
+        self._slopes: np.ndarray | None = None  # depth change per pixel along the two in-plane axes
 
     def randomize(self, data: Mapping[Hashable, object]) -> None:
         first = squeeze_singleton_depth(data[self.first_key(data)])
         if first.ndim != 4:
-            self._axis = self._index = self._neighbour = None
+            self._axis = self._index = self._neighbour = self._slopes = None
             return
         axis = int(data[self.axis_key]) if self.axis_key in data else int(self.R.choice(self.axes))
         if axis not in (0, 1, 2):
@@ -83,10 +102,23 @@ class SampleSliced(Randomizable, MapTransform):
             index = int(self.R.randint(start, stop))
         if not 0 <= index < size:
             raise ValueError(f"slice index {index} is outside an axis of {size} voxels.")
-        self._axis, self._index = axis, index
+        self._axis, self._index, self._slopes = axis, index, None
+        if self.tilt and self.index_key not in data and self.R.rand() < self.tilt:
+            self._slopes = self._draw_slopes(
+                first.shape[1:], axis, index, data.get(self.bounds_key) or data.get(self.slices_key)
+            )
         if self.neighbours:
             step = int(self.R.randint(1, self.neighbours + 1)) * int(self.R.choice((-1, 1)))
             self._neighbour = min(max(index + step, 0), size - 1)
+
+    def _draw_slopes(self, shape: Sequence[int], axis: int, index: int, bounds: Sequence[int] | None) -> np.ndarray:
+        """Slopes ``[2]`` of a random tilted plane through ``index`` that stays inside ``bounds`` over the slice."""
+        start, stop = bounds or (0, shape[axis])
+        margin = max(min(index - start, stop - 1 - index), 0)  # depth the plane may move either way
+        half = np.array([(n - 1) / 2 for a, n in enumerate(shape) if a != axis])
+        slopes = self.R.uniform(-self.max_slope, self.max_slope, size=2)
+        reach = float(np.abs(slopes) @ half)  # deepest excursion, at a corner of the slice
+        return slopes * min(1.0, margin / reach) if reach > 0 else slopes
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, object]:
         d = dict(data)
@@ -94,15 +126,36 @@ class SampleSliced(Randomizable, MapTransform):
         d["laterality_visible"] = self._axis is None or self._axis != lateral_axis(d[self.first_key(d)])
         for key in self.key_iterator(d):
             volume = d[key]
-            d[key] = self._slice(volume, self._index)
+            linear = key in self.interpolate
+            d[key] = self._slice(volume, self._index, linear)
             if self.neighbours and key in self.neighbour_keys:
-                d[f"{key}_neighbour"] = self._slice(volume, self._neighbour)
+                d[f"{key}_neighbour"] = self._slice(volume, self._neighbour, linear)
         d["slice_axis"], d["slice_index"] = self._axis, self._index
         return d
 
-    def _slice(self, volume: object, index: int | None) -> torch.Tensor:
+    def _slice(self, volume: object, index: int | None, linear: bool = False) -> torch.Tensor:
         image = torch.as_tensor(np.asarray(volume) if not isinstance(volume, torch.Tensor) else volume)
         image = squeeze_singleton_depth(image)
-        if self._axis is not None:
-            image = image.select(1 + self._axis, index)
-        return image.as_tensor() if hasattr(image, "as_tensor") else image
+        image = image.as_tensor() if hasattr(image, "as_tensor") else image
+        if self._axis is None:
+            return image
+        if self._slopes is None:
+            return image.select(1 + self._axis, index)
+        return self._tilted(image.movedim(1 + self._axis, -1), index, linear)
+
+    def _tilted(self, volume: torch.Tensor, index: int, linear: bool) -> torch.Tensor:
+        """The tilted plane through depth ``index`` of ``volume [C, U, V, D]`` (slice axis last) -> ``[C, U, V]``."""
+        channels, u, v, depth = volume.shape
+        rows = (torch.arange(u, dtype=torch.float64) - (u - 1) / 2) * float(self._slopes[0])
+        cols = (torch.arange(v, dtype=torch.float64) - (v - 1) / 2) * float(self._slopes[1])
+        where = (index + rows[:, None] + cols[None, :]).clamp(0, depth - 1)  # [U, V] depth of each pixel
+
+        def read(at: torch.Tensor) -> torch.Tensor:
+            return volume.gather(-1, at.expand(channels, u, v)[..., None])[..., 0]
+
+        if not linear:
+            return read(where.round().long())
+        below = where.floor().long()
+        above = (below + 1).clamp(max=depth - 1)
+        weight = (where - below).to(volume.dtype)
+        return read(below) * (1 - weight) + read(above) * weight

@@ -62,6 +62,7 @@ _CHANCES = (
     "whole_image_prob",
     "displace",
     "elastic",
+    "tilt",
     "box_shrink",
     "propagation",
     "center_click",
@@ -90,6 +91,7 @@ class TrainConfig:
     whole_image_prob: float = 0.05
     displace: float = 0.0  # geometric augmentation: chance that a training slice is rotated/scaled/shifted in frame
     elastic: float = 0.0  # chance that a training slice and its labels are deformed smoothly (before displacement)
+    tilt: float = 0.0  # chance that a training slice is cut on a tilted plane (up to 15 deg), inside training slabs
     box_shrink: float = 0.0  # box prompts may cut this share of the mask's extent per side (as propagated boxes do)
     propagation: float = 0.0  # chance that a step prompts every region from its mask on a neighbouring slice
     center_click: float = 0.0  # chance that a step prompts every region as an annotator does (evaluate's protocol)
@@ -272,6 +274,7 @@ def _train(config: TrainConfig, rank: int, world: int) -> Path:
         whole_image_prob=config.whole_image_prob,
         displace=config.displace,
         elastic=config.elastic,
+        tilt=config.tilt,
         position_guess=False,  # a baseline of the evaluation, a fifth of the sampling time
         box_shrink=config.box_shrink,
         prior_offset=PRIOR_OFFSET if config.propagation else 0,
