@@ -194,9 +194,9 @@ class RegionSliceDataset(_SliceDataset):
             an atlas lookup at the mask's voxels gives).
         elastic: chance to deform a slice and its labels smoothly (:func:`elastic_transforms`), before any
             displacement, as another subject's anatomy or a slice a few millimetres away would differ.
-        tilt: chance to cut a slice on a plane tilted up to 15 degrees instead of along the axis, kept inside the run
-            of touching slabs that the items of one image and axis give (:func:`tilt_bounds`), so never reaching a
-            validation slab.
+        tilt: chance to cut a slice on a plane tilted up to 15 degrees instead of along the axis, folded flat at the
+            ends of the run of touching slabs that the items of one image and axis give (:func:`tilt_bounds`), so
+            never reaching a validation slab.
         position_guess: carry ``region_position_guess`` on displaced samples (evaluation; training skips it).
         reference_slices: for each ``(label file, axis)``, the slice indices a model was trained on; an undisplaced
             sample then also carries, per region, the classes that an atlas lookup under its mask on the nearest of

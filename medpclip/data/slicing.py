@@ -44,8 +44,8 @@ class SampleSliced(Randomizable, MapTransform):
     slice axis changes linearly across the slice (up to ``max_tilt`` degrees about either in-plane axis), the keys in
     ``interpolate`` read linearly between the two nearest slices and the others (label maps) from the nearest one.
     A slice seen at a new angle shows cross-sections of the anatomy that no axis-aligned training slice shows. The
-    plane never leaves ``d[bounds_key] = [start, stop)`` (default: the item's slab), so that it cannot reach
-    validation slices; a slice near that range's edge is tilted less, one on the edge not at all.
+    plane is folded flat where it would leave ``d[bounds_key] = [start, stop)`` (default: the item's slab): those
+    pixels read the range's first or last slice, so the slice stays continuous and never reaches a validation slice.
     """
 
     def __init__(
@@ -83,6 +83,7 @@ class SampleSliced(Randomizable, MapTransform):
         self._index: int | None = None
         self._neighbour: int | None = None
         self._slopes: np.ndarray | None = None  # depth change per pixel along the two in-plane axes
+        self._bounds: Sequence[int] = (0, 0)  # [start, stop) the tilted plane is folded into
 
     def randomize(self, data: Mapping[Hashable, object]) -> None:
         first = squeeze_singleton_depth(data[self.first_key(data)])
@@ -104,21 +105,11 @@ class SampleSliced(Randomizable, MapTransform):
             raise ValueError(f"slice index {index} is outside an axis of {size} voxels.")
         self._axis, self._index, self._slopes = axis, index, None
         if self.tilt and self.index_key not in data and self.R.rand() < self.tilt:
-            self._slopes = self._draw_slopes(
-                first.shape[1:], axis, index, data.get(self.bounds_key) or data.get(self.slices_key)
-            )
+            self._slopes = self.R.uniform(-self.max_slope, self.max_slope, size=2)
+            self._bounds = data.get(self.bounds_key) or data.get(self.slices_key) or (0, size)
         if self.neighbours:
             step = int(self.R.randint(1, self.neighbours + 1)) * int(self.R.choice((-1, 1)))
             self._neighbour = min(max(index + step, 0), size - 1)
-
-    def _draw_slopes(self, shape: Sequence[int], axis: int, index: int, bounds: Sequence[int] | None) -> np.ndarray:
-        """Slopes ``[2]`` of a random tilted plane through ``index`` that stays inside ``bounds`` over the slice."""
-        start, stop = bounds or (0, shape[axis])
-        margin = max(min(index - start, stop - 1 - index), 0)  # depth the plane may move either way
-        half = np.array([(n - 1) / 2 for a, n in enumerate(shape) if a != axis])
-        slopes = self.R.uniform(-self.max_slope, self.max_slope, size=2)
-        reach = float(np.abs(slopes) @ half)  # deepest excursion, at a corner of the slice
-        return slopes * min(1.0, margin / reach) if reach > 0 else slopes
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, object]:
         d = dict(data)
@@ -148,7 +139,8 @@ class SampleSliced(Randomizable, MapTransform):
         channels, u, v, depth = volume.shape
         rows = (torch.arange(u, dtype=torch.float64) - (u - 1) / 2) * float(self._slopes[0])
         cols = (torch.arange(v, dtype=torch.float64) - (v - 1) / 2) * float(self._slopes[1])
-        where = (index + rows[:, None] + cols[None, :]).clamp(0, depth - 1)  # [U, V] depth of each pixel
+        start, stop = self._bounds
+        where = (index + rows[:, None] + cols[None, :]).clamp(start, stop - 1)  # [U, V] depth of each pixel
 
         def read(at: torch.Tensor) -> torch.Tensor:
             return volume.gather(-1, at.expand(channels, u, v)[..., None])[..., 0]
