@@ -208,3 +208,14 @@ def test_image_dataset_lists_the_files_that_load_and_names_the_others(tmp_path, 
     assert ImageSliceDataset(items).readable_indices("modality images") == [1]
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and out[0].startswith(f"modality images: skipping {tmp_path / 'broken.png'}: ")
+
+
+def test_tilted_samples_cut_the_drawn_slice_at_an_angle_inside_the_items_run(root):
+    items = load_datalist(write(root, "a.json", label_datalist(root)))
+    plain = RegionSliceDataset(items, num_regions=3).set_random_state(0)[0]
+    tilted_set = RegionSliceDataset(items, num_regions=3, tilt=1.0).set_random_state(0)
+    tilted = tilted_set[0]
+    assert [item["tilt_bounds"] for item in tilted_set.items] == [[5, 35]] * len(items), "the item's own slab"
+    assert (plain["slice_axis"], plain["slice_index"]) == (tilted["slice_axis"], tilted["slice_index"]), "same draw"
+    assert not torch.equal(plain["image"], tilted["image"]), "cut at an angle"
+    assert tilted["region_masks"].flatten(1).sum(-1).gt(0).all(), "regions still come from the tilted label map"
