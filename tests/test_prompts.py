@@ -180,3 +180,27 @@ def test_take_keeps_the_chosen_prompts_of_every_field_in_order():
         field = getattr(prompts, name)
         assert torch.equal(getattr(taken, name), torch.stack([field[:, 2], field[:, 0]], dim=1)), name
     assert taken.batch_shape == (B, 2)
+
+
+def test_dense_image_lets_the_dense_map_read_the_image(tmp_path):
+    """With ``dense_image`` the dense prompt map of one mask changes with the image under it (it tells on which side
+    of an edge inside a patch the mask lies); without, it does not. The option survives a checkpoint round trip."""
+    from medpclip.networks import build_model, load_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    masks = torch.zeros(1, 1, SIZE, SIZE)
+    masks[0, 0, 40:60, 60:64] = 1  # a strip left of column 64 ...
+    left_dark, right_dark = torch.ones(1, 1, SIZE, SIZE), torch.ones(1, 1, SIZE, SIZE)
+    left_dark[..., :62], right_dark[..., 66:] = 0, 0  # ... beside a dark half on either side, inside one patch
+    for option in (True, False):
+        encoder = build_model("tiny", dense_image=option).prompt_encoder.eval()
+        with torch.inference_mode():
+            a = encoder(RegionPrompts(masks=masks), 1, left_dark).dense
+            b = encoder(RegionPrompts(masks=masks), 1, right_dark).dense
+        assert torch.allclose(a, b) is not option
+    model = build_model("tiny", dense_image=True)
+    with pytest.raises(ValueError, match="pass the images"):
+        model.prompt_encoder(RegionPrompts(masks=masks), 1)
+    loaded = load_checkpoint(save_checkpoint(model, tmp_path / "model.pt"))
+    assert loaded.config["dense_image"] is True
+    assert loaded.prompt_encoder.dense_net[0].in_channels == 5

@@ -588,6 +588,13 @@ def test_bad_loss_weights_are_refused(tmp_path, phantom_datalist, changes, messa
         tiny_train_config(tmp_path, phantom_datalist, **changes)
 
 
+def test_model_options_replace_the_presets_settings(tmp_path, phantom_datalist):
+    final = train(tiny_train_config(tmp_path, phantom_datalist, iterations=1, model_options={"dense_image": True}))
+    assert load_checkpoint(final).config["dense_image"] is True
+    with pytest.raises(ValueError, match="model_options must map model settings"):
+        tiny_train_config(tmp_path, phantom_datalist, model_options={"dense_imgae": True})
+
+
 @pytest.mark.parametrize(("frozen", "message"), [(["visoin."], "names no parameter"), ("vision.", "list of")])
 def test_a_frozen_prefix_that_is_a_typo_stops_the_run(tmp_path, phantom_datalist, frozen, message):
     with pytest.raises(ValueError, match=message):

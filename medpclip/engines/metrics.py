@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -16,7 +17,16 @@ from medpclip.knowledge import KnowledgeBase
 from medpclip.networks.model import MedPCLIP
 from medpclip.networks.prompts import RegionPrompts
 
-__all__ = ["AREA_BINS", "class_embeddings", "region_metrics", "image_zero_shot", "interactive_dice"]
+__all__ = [
+    "AREA_BINS",
+    "RegionScores",
+    "class_embeddings",
+    "region_scores",
+    "region_metrics",
+    "summarise_regions",
+    "image_zero_shot",
+    "interactive_dice",
+]
 
 # region size as a fraction of the slice: below 0.25 % (about 41 px on a 128-px slice) is "small", from 1 % "large"
 AREA_BINS = {"small": (0.0, 0.0025), "medium": (0.0025, 0.01), "large": (0.01, math.inf)}
@@ -34,32 +44,38 @@ def class_embeddings(
     return torch.stack(out)
 
 
+@dataclass
+class RegionScores:
+    """Similarities of ``n`` evaluated regions to ``c`` classes and what is known of each region.
+
+    Attributes:
+        sims: ``[n, c]`` cosine similarity of each region embedding to each class's prompt ensemble.
+        truth: the true class index of each region.
+        guesses: the position-only (atlas lookup) guess of each displaced region, else ``None``.
+        nearest: the nearest-training-slice class ranking of each registered region, else ``None``.
+        visible: whether each region's slice shows the side (not sagittal).
+        areas: each region's share of its slice.
+    """
+
+    sims: torch.Tensor
+    truth: list[int]
+    guesses: list[str | None]
+    nearest: list[list[str] | None]
+    visible: list[bool]
+    areas: list[float]
+
+
 @torch.no_grad()
-def region_metrics(
+def region_scores(
     model: MedPCLIP,
     batches: Iterable[RegionBatch],
     knowledge: KnowledgeBase,
     class_ids: Sequence[str],
-    *,
     modality: str | None = None,
-    n_way: int = 10,
-    seed: int = 0,
-) -> dict[str, float]:
-    """Zero-shot naming of regions prompted by their masks, over the classes ``class_ids`` of a label source.
-
-    Returns top-1/top-5 over all classes, top-1 among ``n_way`` choices (the true class and random others),
-    the same ``n_way`` figure per region size (:data:`AREA_BINS`, with the number of regions in each),
-    left/right accuracy (true class vs its contralateral structure, where both are classes, on slices that show
-    the side; ``left_right_all_slices`` adds sagittal slices, where twins look alike), text->region
-    retrieval R@1/R@5 (per class present: is a region of that class among the K regions most similar to its
-    text?), each with its chance level, and the number of regions; for displaced samples also the position-only
-    baseline (the atlas label under the mask, exactly right, and for lateral regions);
-    for registered samples that carry ``nearest_training`` rankings, the nearest-training-slice baseline (top-1 and
-    ``n_way``: what an atlas lookup on the nearest slice the model was trained on names, i.e. memorising the
-    training slices by position).
-    """
+) -> RegionScores:
+    """Embed the regions of ``batches`` that belong to ``class_ids`` (prompted by their masks) and compare them
+    with each class's prompt ensemble."""
     model.eval()
-    class_ids = list(class_ids)
     index = {c: i for i, c in enumerate(class_ids)}
     embeds, truth, guesses, visible, nearest, areas = [], [], [], [], [], []
     for batch in batches:
@@ -76,7 +92,47 @@ def region_metrics(
                     areas.append(float(area[b, r]))
     if not embeds:
         raise ValueError("no evaluated region belongs to the given classes.")
-    sims = F.normalize(torch.stack(embeds), dim=-1) @ class_embeddings(model, knowledge, class_ids, modality).T
+    sims = F.normalize(torch.stack(embeds), dim=-1) @ class_embeddings(model, knowledge, list(class_ids), modality).T
+    return RegionScores(sims, truth, guesses, nearest, visible, areas)
+
+
+@torch.no_grad()
+def region_metrics(
+    model: MedPCLIP,
+    batches: Iterable[RegionBatch],
+    knowledge: KnowledgeBase,
+    class_ids: Sequence[str],
+    *,
+    modality: str | None = None,
+    n_way: int = 10,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Zero-shot naming of regions prompted by their masks, over the classes ``class_ids`` of a label source:
+    :func:`summarise_regions` of :func:`region_scores`."""
+    scores = region_scores(model, batches, knowledge, class_ids, modality)
+    return summarise_regions(scores, knowledge, class_ids, n_way=n_way, seed=seed)
+
+
+def summarise_regions(
+    scores: RegionScores, knowledge: KnowledgeBase, class_ids: Sequence[str], *, n_way: int = 10, seed: int = 0
+) -> dict[str, float]:
+    """Metrics of :class:`RegionScores` (of one model, or averaged over several).
+
+    Returns top-1/top-5 over all classes, top-1 among ``n_way`` choices (the true class and random others),
+    the same ``n_way`` figure per region size (:data:`AREA_BINS`, with the number of regions in each),
+    left/right accuracy (true class vs its contralateral structure, where both are classes, on slices that show
+    the side; ``left_right_all_slices`` adds sagittal slices, where twins look alike), text->region
+    retrieval R@1/R@5 (per class present: is a region of that class among the K regions most similar to its
+    text?), each with its chance level, and the number of regions; for displaced samples also the position-only
+    baseline (the atlas label under the mask, exactly right, and for lateral regions);
+    for registered samples that carry ``nearest_training`` rankings, the nearest-training-slice baseline (top-1 and
+    ``n_way``: what an atlas lookup on the nearest slice the model was trained on names, i.e. memorising the
+    training slices by position).
+    """
+    class_ids = list(class_ids)
+    index = {c: i for i, c in enumerate(class_ids)}
+    sims, truth, guesses, nearest = scores.sims, scores.truth, scores.guesses, scores.nearest
+    visible, areas = scores.visible, scores.areas
     truth_t = torch.tensor(truth, device=sims.device)
     n, c = sims.shape
     ranks = (sims > sims.gather(1, truth_t[:, None])).sum(1)  # 0 = best

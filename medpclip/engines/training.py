@@ -49,7 +49,7 @@ from medpclip.data.synthetic import SyntheticModalities
 from medpclip.engines.steps import RegionTrainStep, TrainingObjective
 from medpclip.engines.validation import Validator
 from medpclip.knowledge import default_knowledge_base
-from medpclip.networks import build_model, import_vision_weights, load_checkpoint, save_checkpoint
+from medpclip.networks import MedPCLIPConfig, build_model, import_vision_weights, load_checkpoint, save_checkpoint
 from medpclip.optim import parameter_groups
 
 __all__ = ["TrainConfig", "train", "latest_checkpoint"]
@@ -81,6 +81,7 @@ class TrainConfig:
     out_dir: str = "runs/tiny"
     model: str = "tiny"
     region_mode: str = "medpclip"
+    model_options: dict = field(default_factory=dict)  # MedPCLIPConfig fields that replace the preset's
     train_datalists: list[str] = field(default_factory=list)
     train_repeats: list[int] | None = None  # times each training datalist's items are listed ([3, 1]: 3 to 1 slices)
     val_datalists: list[str] = field(default_factory=list)
@@ -126,6 +127,12 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
                 raise ValueError(f"training setting {name} must be a number from 0 to 1, not {value!r}.")
+        if not isinstance(self.model_options, dict) or set(self.model_options) - set(
+            MedPCLIPConfig.__dataclass_fields__
+        ):
+            raise ValueError(
+                f"training setting model_options must map model settings to values, not {self.model_options!r}."
+            )
         if not isinstance(self.frozen, list) or not all(isinstance(p, str) and p for p in self.frozen):
             raise ValueError(f"training setting frozen must be a list of parameter-name prefixes, not {self.frozen!r}.")
         for name in ("distill_weight", "mask_weight"):
@@ -257,7 +264,7 @@ def _train(config: TrainConfig, rank: int, world: int) -> Path:
     if config.init_checkpoint:
         model = load_checkpoint(config.init_checkpoint)
     else:
-        model = build_model(config.model, region_mode=config.region_mode)
+        model = build_model(config.model, region_mode=config.region_mode, **config.model_options)
     if config.pretrained:
         report = import_vision_weights(model, config.pretrained)
         if lead:

@@ -41,6 +41,7 @@ class MedPCLIPConfig:
     decoder_channels: int = 64
     text_model_dir: str | None = None  # None: the bundled MiniLM
     mask_tokens: bool = False  # mask prompts also give centroid/extent tokens (False in checkpoints made before)
+    dense_image: bool = False  # the dense prompt path also reads the image (finer than a patch)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -107,6 +108,7 @@ def build_model(
             patch_size=vit_config.patch_size,
             dense_channels=config.dense_channels,
             mask_tokens=config.mask_tokens,
+            dense_image=config.dense_image,
         ),
         region_encoder=region_encoder,
         mask_decoder=MaskDecoder(

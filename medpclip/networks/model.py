@@ -120,7 +120,7 @@ class MedPCLIP(nn.Module):
             prefix: a cached :meth:`encode_prefix` of the same images, to skip the image pass.
         """
         images = self.prepare_images(images)
-        encoded = self.prompt_encoder(prompts, images.shape[0])
+        encoded = self.prompt_encoder(prompts, images.shape[0], images)
         if prefix is None:
             prefix = self.vision.forward_stream(images)
         tokens, region = self.region_encoder(self.vision, images, prefix, encoded)

@@ -66,6 +66,8 @@ class PromptEncoder(nn.Module):
         point_sigma: Gaussian radius of a point in the raster, in pixels (default: half a patch).
         mask_tokens: a mask prompt also gives sparse tokens: its centroid and the corners of its extent, so that the
             region token knows the mask's position finer than the patch grid.
+        dense_image: the dense path also reads the image (channel mean, area-averaged like the raster), so that where
+            a mask lies against an edge inside one patch, e.g. on which side of the midline, reaches the region token.
     """
 
     def __init__(
@@ -77,6 +79,7 @@ class PromptEncoder(nn.Module):
         dense_channels: int,
         point_sigma: float | None = None,
         mask_tokens: bool = False,
+        dense_image: bool = False,
     ) -> None:
         super().__init__()
         if embed_dim % 2:
@@ -85,6 +88,7 @@ class PromptEncoder(nn.Module):
         self.patch_size = patch_size
         self.grid = image_size // patch_size
         self.point_sigma = point_sigma or patch_size / 2
+        self.dense_image = dense_image
         self.register_buffer("fourier", torch.randn(2, embed_dim // 2), persistent=True)
         self.point_embed = nn.Embedding(2, embed_dim)  # index 0 negative, 1 positive
         self.not_a_point = nn.Parameter(torch.zeros(embed_dim))
@@ -98,7 +102,7 @@ class PromptEncoder(nn.Module):
         half = max(dense_channels // 2, 1)
         # raster is resampled to 4x the patch grid, then two stride-2 convs reach the patch grid (as SAM's mask path)
         self.dense_net = nn.Sequential(
-            nn.Conv2d(RASTER_CHANNELS, half, 2, stride=2),
+            nn.Conv2d(RASTER_CHANNELS + int(dense_image), half, 2, stride=2),
             nn.GELU(),
             nn.Conv2d(half, dense_channels, 2, stride=2),
             nn.GELU(),
@@ -117,8 +121,11 @@ class PromptEncoder(nn.Module):
         grid = torch.stack(torch.meshgrid(centres, centres, indexing="ij"), -1).flatten(0, 1)  # [N, 2] (i, j)
         return self.dense_pos(self.positional_code(grid))
 
-    def forward(self, prompts: RegionPrompts | None, batch: int) -> PromptEmbeddings:
-        """``None`` (or empty prompts) means one whole-image prompt per image."""
+    def forward(
+        self, prompts: RegionPrompts | None, batch: int, images: torch.Tensor | None = None
+    ) -> PromptEmbeddings:
+        """``None`` (or empty prompts) means one whole-image prompt per image; ``images [B, C, H, W]`` are needed
+        by an encoder built with ``dense_image``."""
         size, device = self.image_size, self.fourier.device
         if prompts is None or prompts.is_empty:
             return self._whole_image(batch)
@@ -127,7 +134,13 @@ class PromptEncoder(nn.Module):
         b, p = prompts.batch_shape
         sparse, valid = self._sparse(prompts, b, p)
         raster, region_map = self._raster(prompts, b, p)
-        dense = self.dense_net(raster.flatten(0, 1)).flatten(2).transpose(1, 2).unflatten(0, (b, p))
+        dense_input = raster
+        if self.dense_image:
+            if images is None:
+                raise ValueError("this prompt encoder reads the image (dense_image): pass the images.")
+            image = F.interpolate(images.mean(1, keepdim=True), size=raster.shape[-1], mode="area")  # [B, 1, 4g, 4g]
+            dense_input = torch.cat([raster, image.unsqueeze(1).expand(-1, p, -1, -1, -1).to(raster)], 2)
+        dense = self.dense_net(dense_input.flatten(0, 1)).flatten(2).transpose(1, 2).unflatten(0, (b, p))
         dense = dense + self.patch_position()  # [B, P, N, c]
         # coverage per patch, relative to the best-covered patch: a structure smaller than a patch still gets weight 1
         weight = F.avg_pool2d(region_map, self.patch_size).flatten(2)
