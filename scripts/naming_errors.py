@@ -70,7 +70,7 @@ def main() -> None:
         metrics = {}
         for name, scores in rows.items():
             summary = summarise_regions(scores, validator.knowledge, s.class_ids)
-            metrics[name] = {k: summary[k] for k in KEYS}
+            metrics[name] = {k: None if summary[k] != summary[k] else summary[k] for k in KEYS}  # NaN -> null
             print(f"{s.name} {name}: " + ", ".join(f"{k} {summary[k]:.3f}" for k in KEYS))
         errors = error_report(list(rows.values())[-1], s.class_ids, validator, args.shown)
         print(f"{s.name} most missed (not in the best 5): {errors['missed_top5']}")
