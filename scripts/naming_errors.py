@@ -21,20 +21,21 @@ from medpclip.atomic import atomic_write_json
 from medpclip.engines.metrics import RegionScores, region_scores, summarise_regions
 from medpclip.engines.training import TrainConfig
 from medpclip.engines.validation import Validator
+from medpclip.knowledge import KnowledgeBase
 from medpclip.networks import load_checkpoint
 
 KEYS = ("top1_10way", "top1", "top5", "left_right", "retrieval_r1")
 
 
-def error_report(scores: RegionScores, class_ids: list[str], validator: Validator, shown: int) -> dict:
+def error_report(scores: RegionScores, class_ids: list[str], knowledge: KnowledgeBase, shown: int) -> dict:
     """The ``shown`` classes most often outside the five best, and every left/right error (class, area %)."""
-    kb, index = validator.knowledge, {c: i for i, c in enumerate(class_ids)}
+    index = {c: i for i, c in enumerate(class_ids)}
     truth = torch.tensor(scores.truth)
     ranks = (scores.sims > scores.sims.gather(1, truth[:, None])).sum(1)
     missed = Counter(class_ids[t] for t, r in zip(scores.truth, ranks.tolist(), strict=True) if r >= 5)
     lr_errors = []
     for row, t in enumerate(scores.truth):
-        twin = kb.contralateral(class_ids[t])
+        twin = knowledge.contralateral(class_ids[t])
         if twin in index and scores.visible[row] and scores.sims[row, t] <= scores.sims[row, index[twin]]:
             lr_errors.append([class_ids[t], round(100 * scores.areas[row], 2)])
     return {"missed_top5": missed.most_common(shown), "left_right_errors": lr_errors}
@@ -72,7 +73,7 @@ def main() -> None:
             summary = summarise_regions(scores, validator.knowledge, s.class_ids)
             metrics[name] = {k: None if summary[k] != summary[k] else summary[k] for k in KEYS}  # NaN -> null
             print(f"{s.name} {name}: " + ", ".join(f"{k} {summary[k]:.3f}" for k in KEYS))
-        errors = error_report(list(rows.values())[-1], s.class_ids, validator, args.shown)
+        errors = error_report(list(rows.values())[-1], s.class_ids, validator.knowledge, args.shown)
         print(f"{s.name} most missed (not in the best 5): {errors['missed_top5']}")
         print(f"{s.name} left/right errors ({len(errors['left_right_errors'])}): {errors['left_right_errors']}")
         report["sets"][s.name] = {"metrics": metrics, **errors}
