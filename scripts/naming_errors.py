@@ -29,15 +29,12 @@ KEYS = ("top1_10way", "top1", "top5", "left_right", "retrieval_r1")
 
 def error_report(scores: RegionScores, class_ids: list[str], knowledge: KnowledgeBase, shown: int) -> dict:
     """The ``shown`` classes most often outside the five best, and every left/right error (class, area %)."""
-    index = {c: i for i, c in enumerate(class_ids)}
-    truth = torch.tensor(scores.truth)
-    ranks = (scores.sims > scores.sims.gather(1, truth[:, None])).sum(1)
-    missed = Counter(class_ids[t] for t, r in zip(scores.truth, ranks.tolist(), strict=True) if r >= 5)
-    lr_errors = []
-    for row, t in enumerate(scores.truth):
-        twin = knowledge.contralateral(class_ids[t])
-        if twin in index and scores.visible[row] and scores.sims[row, t] <= scores.sims[row, index[twin]]:
-            lr_errors.append([class_ids[t], round(100 * scores.areas[row], 2)])
+    missed = Counter(class_ids[t] for t, r in zip(scores.truth, scores.ranks.tolist(), strict=True) if r >= 5)
+    lr_errors = [
+        [class_ids[scores.truth[row]], round(100 * scores.areas[row], 2)]
+        for row, hit in scores.twin_hits(knowledge, class_ids)
+        if scores.visible[row] and not hit
+    ]
     return {"missed_top5": missed.most_common(shown), "left_right_errors": lr_errors}
 
 

@@ -64,6 +64,22 @@ class RegionScores:
     visible: list[bool]
     areas: list[float]
 
+    @property
+    def ranks(self) -> torch.Tensor:
+        """``[n]`` how many classes score above each region's true class (0: named right)."""
+        truth = torch.tensor(self.truth, device=self.sims.device)
+        return (self.sims > self.sims.gather(1, truth[:, None])).sum(1)
+
+    def twin_hits(self, knowledge: KnowledgeBase, class_ids: Sequence[str]) -> list[tuple[int, bool]]:
+        """``(row, true class above its contralateral twin)`` for each region whose twin is one of ``class_ids``."""
+        index = {c: i for i, c in enumerate(class_ids)}
+        out = []
+        for row, t in enumerate(self.truth):
+            twin = knowledge.contralateral(class_ids[t])
+            if twin in index:
+                out.append((row, bool(self.sims[row, t] > self.sims[row, index[twin]])))
+        return out
+
 
 @torch.no_grad()
 def region_scores(
@@ -130,12 +146,11 @@ def summarise_regions(
     training slices by position).
     """
     class_ids = list(class_ids)
-    index = {c: i for i, c in enumerate(class_ids)}
     sims, truth, guesses, nearest = scores.sims, scores.truth, scores.guesses, scores.nearest
     visible, areas = scores.visible, scores.areas
     truth_t = torch.tensor(truth, device=sims.device)
     n, c = sims.shape
-    ranks = (sims > sims.gather(1, truth_t[:, None])).sum(1)  # 0 = best
+    ranks = scores.ranks  # 0 = best
     rng = np.random.default_rng(seed)
     way_hits, nearest_hits = [], []
     for row, t in enumerate(truth):
@@ -151,14 +166,11 @@ def summarise_regions(
         by_area[f"top1_{n_way}way_{name}"] = float(np.mean(hits)) if hits else float("nan")
         by_area[f"regions_{name}"] = len(hits)
     lr_hits, lr_rows, lr_all = [], [], []  # left/right counts where the slice shows the side (not sagittal)
-    for row, t in enumerate(truth):
-        other = knowledge.contralateral(class_ids[t])
-        if other in index:
-            hit = bool(sims[row, t] > sims[row, index[other]])
-            lr_all.append(hit)
-            if visible[row]:
-                lr_hits.append(hit)
-                lr_rows.append(row)
+    for row, hit in scores.twin_hits(knowledge, class_ids):
+        lr_all.append(hit)
+        if visible[row]:
+            lr_hits.append(hit)
+            lr_rows.append(row)
     present = sorted(set(truth))
     text_ranks = []
     for k in present:  # regions ranked by similarity to class k's text
