@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from monai.losses import DiceCELoss
 
-__all__ = ["class_loss", "contrastive_loss", "mask_loss"]
+__all__ = ["class_loss", "contrastive_loss", "location_loss", "mask_loss"]
 
 _dice_bce = DiceCELoss(sigmoid=True, reduction="mean")
 
@@ -78,3 +78,12 @@ def mask_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     area to the logits' resolution)."""
     small = F.interpolate(targets.float(), size=logits.shape[-2:], mode="area")
     return _dice_bce(logits.flatten(0, 1).unsqueeze(1), small.flatten(0, 1).unsqueeze(1))
+
+
+def location_loss(predicted: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error of ``predicted [N, 3]`` against ``targets [N, 3]`` (fractions of a volume's extent) over
+    the rows whose target is known (NaN rows are skipped; none known: a zero that keeps the graph)."""
+    known = torch.isfinite(targets).all(-1)
+    if not known.any():
+        return predicted.sum() * 0
+    return F.l1_loss(predicted[known], targets[known])

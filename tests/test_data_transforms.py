@@ -343,3 +343,16 @@ def test_mr_augmentation_adds_noise_a_bias_field_and_a_coarse_matrix_within_rang
     assert float(background.std(dim=(1, 2)).max()) > 0.01, "the black background carries a noise floor"
     inside = torch.stack([out[0, 16:48, 16:48] for out in outputs])
     assert (inside - image[0, 16:48, 16:48]).abs().amax(dim=(1, 2)).min() > 0.02, "every draw changes the head"
+
+
+def test_region_locations_are_centroids_as_fractions_of_the_volume_wherever_the_slice_was_moved():
+    from medpclip.data.dataset import region_locations
+
+    label = torch.zeros(1, 10, 20, 40)
+    label[0, 2:4, 6, 10:20] = 3  # on slice 6 of axis 1: x 2..3, z 10..19
+    label[0, 4, 6, 10:20] = 5  # a part of 3 (as a tumour of the liver)
+    found = region_locations(label, 1, 6, [3, 0, 7], {3: [3, 5]})
+    expected = (torch.tensor([3.0, 6.0, 14.5]) + 0.5) / torch.tensor([10.0, 20.0, 40.0])
+    torch.testing.assert_close(found[0], expected)
+    assert found[1:].isnan().all(), "the whole image and a region absent from the slice have no location"
+    assert region_locations(label[:, :, :, 0], None, 0, [3], {}).isnan().all(), "a 2D item has none"

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from medpclip.losses import class_loss, contrastive_loss, mask_loss
+from medpclip.losses import class_loss, contrastive_loss, location_loss, mask_loss
 
 SCALE = torch.tensor(4.6)  # exp = 100
 
@@ -56,3 +56,13 @@ def test_class_loss_uses_the_whole_vocabulary_and_can_spare_a_twin():
     # its own class is never spared
     own = torch.ones(1, 5, dtype=torch.bool)
     assert torch.isfinite(class_loss(classes[[0]], classes, torch.tensor([0]), SCALE, own))
+
+
+def test_location_loss_skips_unknown_targets():
+    predicted = torch.tensor([[0.5, 0.5, 0.5], [0.0, 0.0, 0.0]], requires_grad=True)
+    targets = torch.tensor([[0.7, 0.5, 0.2], [float("nan")] * 3])
+    loss = location_loss(predicted, targets)
+    assert loss.item() == pytest.approx((0.2 + 0.0 + 0.3) / 3)
+    none_known = location_loss(predicted, torch.full((2, 3), float("nan")))
+    none_known.backward()
+    assert none_known.item() == 0 and predicted.grad is not None

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from medpclip.data import RegionSliceDataset, collate_regions, load_datalist
 from medpclip.engines import RegionTrainStep, steps
 from medpclip.engines.training import latest_checkpoint, train
-from medpclip.networks import build_model, load_checkpoint
+from medpclip.networks import build_model, load_checkpoint, save_checkpoint
 from medpclip.networks.prompts import PRIOR_LOGIT
 
 
@@ -175,6 +175,53 @@ def test_vocabulary_and_modality_image_terms_train(phantom_datalist):
     assert model.visual_proj.weight.grad.abs().sum() > 0
     no_vocabulary = RegionTrainStep(forms=("box",)).losses(model, batch)
     assert "region_class" not in no_vocabulary
+
+
+def test_the_location_term_trains_the_location_head_and_the_region_path(phantom_datalist):
+    batch = _phantom_batch(phantom_datalist, locations=True)
+    assert batch.locations.shape == (2, 3, 3)
+    torch.manual_seed(0)
+    model = build_model("tiny", location_head=True)
+    losses = RegionTrainStep(forms=("box",), location_weight=2.0).losses(model, batch)
+    assert torch.isfinite(losses["region_location"]) and losses["region_location"] > 0
+    losses["region_location"].backward()
+    assert model.location_head[0].weight.grad.abs().sum() > 0
+    assert model.visual_proj.weight.grad.abs().sum() > 0, "the target shapes the region embedding itself"
+    assert "region_location" not in RegionTrainStep(forms=("box",)).losses(model, batch)
+    with pytest.raises(ValueError, match="needs a model with a location_head"):
+        RegionTrainStep(forms=("box",), location_weight=1.0).losses(build_model("tiny"), batch)
+    with pytest.raises(ValueError, match="location_weight should be >= 0"):
+        RegionTrainStep(location_weight=-1.0)
+
+
+def test_a_location_weight_builds_the_model_with_its_head(tmp_path, phantom_datalist):
+    final = train(tiny_train_config(tmp_path, phantom_datalist, iterations=1, location_weight=1.0))
+    model = load_checkpoint(final)
+    assert model.config["location_head"] is True and model.location_head is not None
+    assert build_model("tiny").location_head is None, "the presets and shipped checkpoints have no head"
+
+
+def test_location_errors_split_depth_from_the_plane_and_refuse_a_model_without_a_head(
+    tmp_path, phantom_datalist, monkeypatch
+):
+    """``scripts/location_errors.py``: a head that always answers the middle of the volume scores exactly the
+    always-the-middle depth error, and a checkpoint without a head is a clear exit 2."""
+    from helpers import load_script
+
+    script = load_script("location_errors")
+    model = build_model("tiny", location_head=True).eval()
+    with torch.no_grad():  # the last layer answers 0.5 whatever the embedding
+        model.location_head[2].weight.zero_()
+        model.location_head[2].bias.fill_(0.5)
+    dataset = RegionSliceDataset(load_datalist(phantom_datalist), num_regions=3, locations=True).set_random_state(0)
+    errors = script.location_errors(model, dataset, samples=5, batch_size=2)
+    assert errors["depth"] == pytest.approx(errors["depth_if_middle"]) and 0 < errors["depth"] < 0.5
+    assert 0 < errors["in_plane"] < 0.5
+    plain = save_checkpoint(build_model("tiny"), tmp_path / "plain.pt")
+    monkeypatch.setattr(sys, "argv", ["location_errors.py", "--checkpoint", str(plain)])
+    with pytest.raises(SystemExit) as stop:
+        script.main()
+    assert stop.value.code == 2
 
 
 def test_distillation_holds_the_modality_images_to_the_teacher(phantom_datalist):
@@ -581,6 +628,8 @@ def test_a_distilled_second_stage_holds_to_its_starting_checkpoint(tmp_path, pha
         ({"mask_weight": False}, "mask_weight must be a number"),
         ({"mask_regions": 0}, "mask_regions must be a whole number"),
         ({"mask_regions": 2.5}, "mask_regions must be a whole number"),
+        ({"location_weight": -1.0}, "location_weight must be >= 0"),
+        ({"location_weight": True}, "location_weight must be a number"),
     ],
 )
 def test_bad_loss_weights_are_refused(tmp_path, phantom_datalist, changes, message):

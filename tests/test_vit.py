@@ -38,3 +38,17 @@ def test_three_dimensional_tower_runs():
 def test_bad_tower_settings_are_clear_errors(config, split, message):
     with pytest.raises(ValueError, match=message):
         VisionTransformer(config, split=split)
+
+
+def test_the_fine_grid_preset_runs_the_whole_model_on_four_times_the_patches():
+    from medpclip.networks import build_model
+    from medpclip.networks.prompts import RegionPrompts
+
+    model = build_model("tiny", vision="tiny-p8").eval()
+    prompts = RegionPrompts(boxes=torch.tensor([[[10.0, 10.0, 60.0, 70.0]]]))
+    with torch.inference_mode():
+        encoding = model.encode_image(torch.rand(1, 1, 128, 128), prompts)
+        logits = model.decode_masks(encoding)
+    assert encoding.patch_tokens.shape == (1, 16 * 16, 192)
+    assert encoding.region_embeds.shape == (1, 1, 256)
+    assert logits.shape[-2:] == (64, 64), "mask logits at four times the 16 x 16 grid"

@@ -53,6 +53,7 @@ __all__ = [
     "collate_regions",
     "image_augmentation",
     "mr_augmentation",
+    "region_locations",
 ]
 
 PROMPT_FORMS = ("mask", "box", "points", "box+points")
@@ -198,6 +199,8 @@ class RegionSliceDataset(_SliceDataset):
             ends of the run of touching slabs that the items of one image and axis give (:func:`tilt_bounds`), so
             never reaching a validation slab.
         position_guess: carry ``region_position_guess`` on displaced samples (evaluation; training skips it).
+        locations: carry ``region_locations`` (:func:`region_locations`): where each region lies in its volume,
+            whatever displacement moved it in the frame (a training target).
         reference_slices: for each ``(label file, axis)``, the slice indices a model was trained on; an undisplaced
             sample then also carries, per region, the classes that an atlas lookup under its mask on the nearest of
             those slices gives, most frequent first (``region_nearest_training``): what memorising the training
@@ -220,6 +223,7 @@ class RegionSliceDataset(_SliceDataset):
         elastic: float = 0.0,
         tilt: float = 0.0,
         position_guess: bool = True,
+        locations: bool = False,
         box_shrink: float = 0.0,
         prior_offset: int = 0,
         reference_slices: Mapping[tuple[str, int], Sequence[int]] | None = None,
@@ -229,7 +233,7 @@ class RegionSliceDataset(_SliceDataset):
         if not items:
             raise ValueError("the dataset needs at least one item.")
         self.items = tilt_bounds(items) if tilt else list(items)
-        self.displace, self.position_guess = displace, position_guess
+        self.displace, self.position_guess, self.locations = displace, position_guess, locations
         self.reference_slices = {} if displace else dict(reference_slices or {})
         self._reference_label = Compose(slice_transforms(["label"], image_size))
         self.knowledge = knowledge or default_knowledge_base()
@@ -261,6 +265,10 @@ class RegionSliceDataset(_SliceDataset):
             sample["region_position_guess"] = [
                 next(iter(self._atlas_ranking(atlas, mask, item)), None) for mask in sample["region_masks"] > 0.5
             ]
+        if self.locations:
+            values = sample["region_values"].tolist()
+            axis, index = sample["slice_axis"], sample["slice_index"]
+            sample["region_locations"] = region_locations(volumes["label"], axis, index, values, parts)
         reference = self.reference_slices.get((item["label"], sample["slice_axis"]))
         if reference:
             nearest = min(reference, key=lambda t: abs(t - sample["slice_index"]))
@@ -294,6 +302,31 @@ class RegionSliceDataset(_SliceDataset):
             if entry is not None and entry.id not in ranked:
                 ranked.append(entry.id)
         return ranked
+
+
+def region_locations(
+    label: torch.Tensor, axis: int | None, index: int, values: Sequence[int], parts: Mapping[int, Sequence[int]]
+) -> torch.Tensor:
+    """Where each region lies in its volume: ``[R, 3]``, the centroid of the voxels of label ``values[r]`` (and its
+    ``parts``) on slice ``index`` along ``axis`` of ``label [1, X, Y, Z]``, as fractions of the extent along X, Y
+    and Z. A continuous target that, unlike a name, has values between the training slices. NaN rows: the whole
+    image (value 0), a 2D item (``axis`` None) or a region absent from the unmoved slice."""
+    out = torch.full((len(values), 3), float("nan"))
+    if axis is None or label.ndim != 4:
+        return out
+    volume = torch.as_tensor(label)[0]
+    plane = volume.select(axis, index).long()
+    in_plane = [a for a in range(3) if a != axis]
+    size = torch.tensor(volume.shape, dtype=torch.float32)
+    for r, value in enumerate(values):
+        where = torch.isin(plane, torch.tensor(parts.get(value, [value]))).nonzero().float() if value else None
+        if where is None or not len(where):
+            continue
+        centre = torch.empty(3)
+        centre[axis] = index
+        centre[in_plane] = where.mean(0)
+        out[r] = (centre + 0.5) / size
+    return out
 
 
 def elastic_transforms(prob: float, with_prior: bool = False) -> list:
@@ -387,6 +420,8 @@ class RegionBatch:
         laterality_visible: ``B`` flags, False for sagittal slices (left and right twins look the same there).
         prior_masks, prior_points, prior_boxes: ``[B, R, S, S]``, ``[B, R, 1, 2]``, ``[B, R, 4]``: each region as
             slice propagation prompts it (from a neighbouring slice), when the dataset draws them.
+        locations: ``[B, R, 3]`` where each region lies in its volume (:func:`region_locations`), when the dataset
+            draws them.
     """
 
     images: torch.Tensor
@@ -404,9 +439,13 @@ class RegionBatch:
     prior_masks: torch.Tensor | None = None
     prior_points: torch.Tensor | None = None
     prior_boxes: torch.Tensor | None = None
+    locations: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> RegionBatch:
-        tensors = ("images", "masks", "boxes", "points", "point_labels", "prior_masks", "prior_points", "prior_boxes")
+        tensors = (
+            *("images", "masks", "boxes", "points", "point_labels"),
+            *("prior_masks", "prior_points", "prior_boxes", "locations"),
+        )
         return replace(self, **{n: getattr(self, n).to(device) for n in tensors if getattr(self, n) is not None})
 
     def prompts(self, form: str) -> RegionPrompts:
@@ -442,6 +481,7 @@ def collate_regions(samples: list[dict]) -> RegionBatch:
             [s["region_nearest_training"] for s in samples] if "region_nearest_training" in samples[0] else None
         ),
         laterality_visible=[bool(s.get("laterality_visible", True)) for s in samples],
+        locations=torch.stack([s["region_locations"] for s in samples]) if "region_locations" in samples[0] else None,
         **{
             f"prior_{name}": torch.stack([s[f"region_prior_{name}"] for s in samples])
             for name in ("masks", "points", "boxes")

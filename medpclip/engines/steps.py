@@ -14,7 +14,7 @@ from medpclip.data.dataset import PROMPT_FORMS, PROPAGATED, RegionBatch
 from medpclip.data.intensity import MODALITY_CLASSES, modality_family
 from medpclip.engines.interaction import add_clicks, center_clicks, next_clicks
 from medpclip.knowledge import KnowledgeBase, default_knowledge_base
-from medpclip.losses import class_loss, contrastive_loss, mask_loss
+from medpclip.losses import class_loss, contrastive_loss, location_loss, mask_loss
 from medpclip.networks.model import ImageEncoding, MedPCLIP
 from medpclip.networks.prompts import PRIOR_LOGIT, RegionPrompts
 from medpclip.networks.vit import ImageStream
@@ -39,7 +39,9 @@ class RegionTrainStep:
     given (``originals``: the images before augmentation, which the ``teacher`` of distillation sees); for non-mask
     prompts, the mask loss over 1..``click_rounds`` rounds of simulated correction clicks, each round re-using the
     cached prefix and feeding the previous logits back (``mask_weight``), on ``mask_regions`` of each slice's
-    regions drawn afresh every step (``None``: all; the naming terms always use all of them).
+    regions drawn afresh every step (``None``: all; the naming terms always use all of them); with
+    ``location_weight``, the model's ``location_head`` says from each region embedding where in its volume the region
+    lies (the batch's ``locations``, an L1 loss).
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class RegionTrainStep:
         center_click: float = 0.0,
         teacher: MedPCLIP | None = None,
         distill_weight: float = 0.0,
+        location_weight: float = 0.0,
         seed: int = 0,
     ) -> None:
         unknown = set(forms) - set(PROMPT_FORMS)
@@ -80,6 +83,9 @@ class RegionTrainStep:
         if teacher is not None:  # frozen once here, not at every step
             teacher.eval().requires_grad_(False)
         self.teacher, self.distill_weight = teacher, distill_weight
+        if location_weight < 0:
+            raise ValueError(f"location_weight should be >= 0, got {location_weight}.")
+        self.location_weight = location_weight
         self.modality_classes = [self.knowledge.lookup(name).id for name in MODALITY_CLASSES.values()]
         self.rng = np.random.default_rng(seed)
 
@@ -97,7 +103,7 @@ class RegionTrainStep:
 
     def losses(self, model: MedPCLIP, batch: RegionBatch) -> dict[str, torch.Tensor]:
         """The weighted loss terms of one batch (``region_text``, ``region_class``, ``image_class``,
-        ``image_distill``, ``mask``)."""
+        ``image_distill``, ``region_location``, ``mask``)."""
         # a chance that is off draws nothing, so recipes without it keep their random stream
         if self.propagation and self.rng.random() < self.propagation:
             form = PROPAGATED
@@ -112,6 +118,11 @@ class RegionTrainStep:
         out = {"region_text": self._region_text(model, region_embeds, batch)}
         if self.vocabulary and self.vocabulary_weight:
             out["region_class"] = self.vocabulary_weight * self._region_class(model, region_embeds, batch)
+        if self.location_weight:
+            if model.location_head is None or batch.locations is None:
+                raise ValueError("location_weight needs a model with a location_head and batches with locations.")
+            predicted = model.location_head(region_embeds)
+            out["region_location"] = self.location_weight * location_loss(predicted, batch.locations.flatten(0, 1))
         if self.global_weight:
             global_embeds, modalities = enc.global_embeds, batch.modalities
             if self.modality_images is not None:

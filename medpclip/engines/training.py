@@ -120,6 +120,7 @@ class TrainConfig:
     init_checkpoint: str | None = None  # fine-tune: start from this MedP-CLIP checkpoint (its own architecture)
     frozen: list[str] = field(default_factory=list)  # parameter-name prefixes left untrained (e.g. "vision.")
     distill_weight: float = 0.0  # hold the modality images' global embeddings to init_checkpoint's (0: off)
+    location_weight: float = 0.0  # say from each region embedding where in its volume the region lies (0: off)
 
     def __post_init__(self) -> None:
         # A recipe typo such as "displace": true would otherwise train silently with another setting.
@@ -135,15 +136,16 @@ class TrainConfig:
             )
         if not isinstance(self.frozen, list) or not all(isinstance(p, str) and p for p in self.frozen):
             raise ValueError(f"training setting frozen must be a list of parameter-name prefixes, not {self.frozen!r}.")
-        for name in ("distill_weight", "mask_weight"):
+        for name in ("distill_weight", "mask_weight", "location_weight"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(f"training setting {name} must be a number, not {value!r}.")
         regions = self.mask_regions
         if regions is not None and (isinstance(regions, bool) or not isinstance(regions, int) or regions < 1):
             raise ValueError(f"training setting mask_regions must be a whole number >= 1 or null, not {regions!r}.")
-        if self.mask_weight < 0:
-            raise ValueError(f"training setting mask_weight must be >= 0, not {self.mask_weight!r}.")
+        for name in ("mask_weight", "location_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"training setting {name} must be >= 0, not {getattr(self, name)!r}.")
         if self.distill_weight < 0 or (self.distill_weight and not (self.init_checkpoint and self.modality_datalist)):
             raise ValueError(
                 "training setting distill_weight must be >= 0, and above 0 it needs init_checkpoint (the teacher) "
@@ -264,7 +266,9 @@ def _train(config: TrainConfig, rank: int, world: int) -> Path:
     if config.init_checkpoint:
         model = load_checkpoint(config.init_checkpoint)
     else:
-        model = build_model(config.model, region_mode=config.region_mode, **config.model_options)
+        # the location target needs the model's location head; model_options may still say so explicitly
+        options = {"location_head": True, **config.model_options} if config.location_weight else config.model_options
+        model = build_model(config.model, region_mode=config.region_mode, **options)
     if config.pretrained:
         report = import_vision_weights(model, config.pretrained)
         if lead:
@@ -283,6 +287,7 @@ def _train(config: TrainConfig, rank: int, world: int) -> Path:
         elastic=config.elastic,
         tilt=config.tilt,
         position_guess=False,  # a baseline of the evaluation, a fifth of the sampling time
+        locations=config.location_weight > 0,
         box_shrink=config.box_shrink,
         prior_offset=PRIOR_OFFSET if config.propagation else 0,
     ).set_random_state(config.seed + rank)
@@ -329,6 +334,7 @@ def _train(config: TrainConfig, rank: int, world: int) -> Path:
         center_click=config.center_click,
         teacher=load_checkpoint(config.init_checkpoint, device) if config.distill_weight else None,
         distill_weight=config.distill_weight,
+        location_weight=config.location_weight,
         seed=config.seed + rank,
     )
     network = model

@@ -42,6 +42,7 @@ class MedPCLIPConfig:
     text_model_dir: str | None = None  # None: the bundled MiniLM
     mask_tokens: bool = False  # mask prompts also give centroid/extent tokens (False in checkpoints made before)
     dense_image: bool = False  # the dense prompt path also reads the image (finer than a patch)
+    location_head: bool = False  # a head that says where in its volume a region lies (a training target)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -119,6 +120,7 @@ def build_model(
         ),
         text=TextTower(model_dir=config.text_model_dir, embed_dim=config.embed_dim),
         embed_dim=config.embed_dim,
+        location_head=config.location_head,
         config=config.to_dict(),
     )
 

@@ -58,6 +58,8 @@ class MedPCLIP(nn.Module):
         mask_decoder: mask logits from patch + region tokens.
         text: text tower.
         embed_dim: joint embedding width ``E``.
+        location_head: add :attr:`location_head`, ``[..., E] -> [..., 3]``: where in its volume a region embedding's
+            region lies (fractions of the volume's extent), trained as an auxiliary target; inference ignores it.
         config: the settings the model was built from, kept for checkpoints.
     """
 
@@ -70,6 +72,7 @@ class MedPCLIP(nn.Module):
         mask_decoder: MaskDecoder,
         text: TextTower,
         embed_dim: int,
+        location_head: bool = False,
         config: dict | None = None,
     ) -> None:
         super().__init__()
@@ -82,6 +85,9 @@ class MedPCLIP(nn.Module):
         self.text = text
         self.visual_proj = nn.Linear(vision.width, embed_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(2.6593))  # log(1 / 0.07), as CLIP
+        hidden = embed_dim // 2
+        head = nn.Sequential(nn.Linear(embed_dim, hidden), nn.GELU(), nn.Linear(hidden, 3)) if location_head else None
+        self.location_head = head
         self.config = config or {}
 
     @property

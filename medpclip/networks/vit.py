@@ -46,6 +46,8 @@ class ViTConfig:
 VIT_PRESETS: dict[str, ViTConfig] = {
     # CPU demo / CI tower: ~2.7 M parameters, 128 px slices, 8x8 patch grid
     "tiny": ViTConfig(image_size=128, patch_size=16, width=192, depth=6, heads=3),
+    # the same tower on a 16x16 grid of 8 px patches: four times the tokens, the same parameters
+    "tiny-p8": ViTConfig(image_size=128, patch_size=8, width=192, depth=6, heads=3),
     # ViT-B/16 @224 as in timm `vit_base_patch16_224` (BiomedCLIP's trunk)
     "base": ViTConfig(),
     # ViT-B/16 @224 as in OpenAI CLIP / open_clip `ViT-B-16`
