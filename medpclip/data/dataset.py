@@ -39,7 +39,7 @@ from torch.utils.data import Dataset
 
 from medpclip.data.intensity import ModalityIntensityd, grey
 from medpclip.data.readers import with_palette_colour
-from medpclip.data.regions import RegionCaptionsd, SampleRegionPromptsd, label_parts
+from medpclip.data.regions import RegionCaptionsd, SampleRegionPromptsd, label_parts, region_mask
 from medpclip.data.slicing import SampleSliced
 from medpclip.knowledge import KnowledgeBase, default_knowledge_base
 from medpclip.networks.prompts import RegionPrompts
@@ -314,18 +314,16 @@ def region_locations(
     out = torch.full((len(values), 3), float("nan"))
     if axis is None or label.ndim != 4:
         return out
-    volume = torch.as_tensor(label)[0]
-    plane = volume.select(axis, index).long()
+    volume = np.asarray(label)[0]
+    plane = np.take(volume, index, axis=axis).astype(np.int64)
     in_plane = [a for a in range(3) if a != axis]
-    size = torch.tensor(volume.shape, dtype=torch.float32)
     for r, value in enumerate(values):
-        where = torch.isin(plane, torch.tensor(parts.get(value, [value]))).nonzero().float() if value else None
-        if where is None or not len(where):
+        where = np.argwhere(region_mask(plane, value, parts)) if value else ()
+        if not len(where):
             continue
-        centre = torch.empty(3)
-        centre[axis] = index
-        centre[in_plane] = where.mean(0)
-        out[r] = (centre + 0.5) / size
+        centre = np.empty(3)
+        centre[axis], centre[in_plane] = index, where.mean(0)
+        out[r] = torch.from_numpy((centre + 0.5) / volume.shape)
     return out
 
 

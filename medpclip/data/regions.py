@@ -13,7 +13,7 @@ from medpclip.data.intensity import modality_family
 from medpclip.knowledge import KnowledgeBase, default_knowledge_base
 from medpclip.networks.prompts import NEGATIVE, PADDING, POSITIVE, mask_prompt
 
-__all__ = ["WHOLE_IMAGE", "SampleRegionPromptsd", "RegionCaptionsd", "label_parts"]
+__all__ = ["WHOLE_IMAGE", "SampleRegionPromptsd", "RegionCaptionsd", "label_parts", "region_mask"]
 
 WHOLE_IMAGE = "whole image"
 
@@ -84,7 +84,7 @@ class SampleRegionPromptsd(Randomizable, MapTransform):
         points = np.zeros((len(chosen), k, 2), np.float32)
         point_labels = np.full((len(chosen), k), PADDING, np.int64)
         for r, value in enumerate(chosen):
-            mask = _region(labels, value, parts)
+            mask = region_mask(labels, value, parts)
             masks[r] = mask
             inside = np.argwhere(mask)  # [V, 2] row-major, shared by the box and the clicks
             boxes[r] = self._box(inside, mask.shape)
@@ -111,7 +111,7 @@ class SampleRegionPromptsd(Randomizable, MapTransform):
         points = np.zeros((len(chosen), 1, 2), np.float32)
         boxes = np.zeros((len(chosen), 4), np.float32)
         for r, value in enumerate(chosen):
-            prior = _region(neighbour, value, parts)
+            prior = region_mask(neighbour, value, parts)
             prior = prior if prior.any() else masks[r]
             priors[r] = prior
             points[r, 0], boxes[r] = mask_prompt(prior)
@@ -169,7 +169,7 @@ def _label_map(labels: object) -> np.ndarray:
     return labels
 
 
-def _region(labels: np.ndarray, value: int, parts: dict[int, list[int]]) -> np.ndarray:
+def region_mask(labels: np.ndarray, value: int, parts: dict[int, list[int]]) -> np.ndarray:
     """The bool mask of label ``value`` and its parts (0: the whole image)."""
     if value == 0:
         return np.ones_like(labels, bool)
