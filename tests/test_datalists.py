@@ -187,6 +187,21 @@ def test_elastic_deformation_moves_image_and_labels_together(root):
         assert abs(plain_means[value] - bent_means[value]) < 0.05, value
 
 
+def test_appearance_augmentation_changes_the_image_only_and_repeats_with_its_seed(root):
+    items = load_datalist(write(root, "a.json", label_datalist(root)))
+    unstyled = RegionSliceDataset(items, num_regions=3).set_random_state(0)
+    plain = [unstyled[i] for i in range(4)]
+    styled = RegionSliceDataset(items, num_regions=3, appearance=1.0).set_random_state(0)
+    again = RegionSliceDataset(items, num_regions=3, appearance=1.0).set_random_state(0)
+    for index, original in enumerate(plain):
+        sample = styled[index]
+        assert torch.equal(sample["region_masks"], original["region_masks"]), "the same draws and labels"
+        assert sample["slice_index"] == original["slice_index"]
+        assert 0 <= sample["image"].min() and sample["image"].max() <= 1
+        assert (sample["image"] - original["image"]).abs().mean() > 0.01, "every part drawn: another look"
+        assert torch.equal(again[index]["image"], sample["image"]), "reproducible from the seed"
+
+
 def test_training_sees_a_colour_image_as_inference_does(tmp_path):
     from PIL import Image
 

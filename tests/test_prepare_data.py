@@ -72,6 +72,30 @@ def test_volumes_on_template_grid(prepared):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("key", ["colin27", "fsl_mni152"])
+def test_evaluation_brains_are_other_images_of_the_aal3_anatomy(prepared, key):
+    """Colin27 and FSL's MNI152 on the template grid, each brain where nilearn's is, listed with the same slabs and
+    labels as the AAL3 datalist under its own name (evaluation only)."""
+    t1 = nib.load(str(prepared / "brain/mni152_t1.nii.gz"))
+    image = nib.load(str(prepared / f"brain/{key}_t1.nii.gz"))
+    assert image.shape == TEMPLATE_SHAPE and np.allclose(image.affine, t1.affine)
+    values = _array(prepared / f"brain/{key}_t1.nii.gz")
+    assert values.min() == 0 and values.max() == 1
+    mask = _array(prepared / "brain/mni152_brain_mask.nii.gz") > 0
+    brain = values > 0
+    assert 2 * (brain & mask).sum() / (brain.sum() + mask.sum()) > 0.85, "the two brains overlap on one grid"
+    inside = mask & brain
+    first = np.asanyarray(t1.dataobj)
+    assert np.corrcoef(first[inside], values[inside])[0, 1] > 0.5, "the same anatomy, not noise"
+    assert np.abs(first[inside] - values[inside]).mean() > 0.03, "another image, not a copy"
+    aal3 = _json(prepared / "datalist_brain_aal3.json")
+    listed = _json(prepared / f"datalist_brain_aal3_{key}.json")
+    assert listed["name"] == f"aal3_{key}" and listed["labels"] == aal3["labels"]
+    for split in ("training", "validation"):
+        assert listed[split] == [{**item, "image": f"brain/{key}_t1.nii.gz"} for item in aal3[split]]
+
+
+@pytest.mark.slow
 def test_atlas_labels_match_volumes(prepared):
     for source, minimum in (("aal3", 160), ("hcpex", 400)):
         present = set(np.unique(_array(prepared / f"brain/{source}.nii.gz")).tolist()) - {0}

@@ -494,6 +494,26 @@ def test_evaluate_reports_registered_and_displaced_figures(tmp_path, phantom_dat
     )
 
 
+def test_evaluate_on_named_datalists_instead_of_the_recipes(tmp_path, phantom_datalist):
+    """``--datalist`` replaces the recipe's datalists (and drops its modality images); a list-level ``name``
+    prefixes its metrics, so two datalists of one label source are told apart."""
+    from medpclip.cli import main
+    from medpclip.networks import save_checkpoint
+
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(build_model("tiny"), tmp_path / "model.pt")
+    named = phantom_datalist.parent / "named_datalist.json"
+    named.write_text(json.dumps({**json.loads(phantom_datalist.read_text()), "name": "second_image"}))
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({"val_datalists": ["missing.json"], "train_datalists": ["missing.json"]}))
+    out = tmp_path / "metrics.json"
+    args = ["evaluate", "--config", str(recipe), "--checkpoint", str(checkpoint), "--samples", "4", "--out", str(out)]
+    assert main([*args, "--datalist", str(phantom_datalist), "--datalist", str(named)]) == 0
+    metrics = json.loads(out.read_text())
+    assert metrics["datalist/regions"] > 0 and metrics["second_image/regions"] == metrics["datalist/regions"]
+    assert not any(key.startswith("modality/") for key in metrics)
+
+
 def test_training_with_geometric_augmentation_runs(tmp_path, phantom_datalist):
     final = train(tiny_train_config(tmp_path, phantom_datalist, iterations=2, displace=1.0))
     assert final.is_file()

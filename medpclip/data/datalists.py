@@ -6,8 +6,9 @@
   "mask": file | "box": [i0, j0, i1, j1] | "points": [[i, j], ...]}]}]}``;
 * (c) image–text pairs: ``{"training": [{"image": ..., "text": ...}]}``.
 
-Paths are relative to the datalist's folder unless ``base_dir`` is given. ``axis``/``slices`` mark a slab of a
-3D volume from which 2D slices are sampled.
+An optional list-level ``name`` (MONAI/Decathlon style) names the datalist's metrics in evaluation (default: its
+``label_source``). Paths are relative to the datalist's folder unless ``base_dir`` is given. ``axis``/``slices``
+mark a slab of a 3D volume from which 2D slices are sampled.
 """
 
 from __future__ import annotations
@@ -79,7 +80,8 @@ def load_datalist(
 ) -> list[dict]:
     """Load one split, resolve paths and validate every entry.
 
-    Each returned item carries the list-level ``labels``/``label_source``/``modality`` when the item has none.
+    Each returned item carries the list-level ``labels``/``label_source``/``modality``/``name`` when the item has
+    none.
 
     Raises:
         DatalistError: listing every bad entry (missing files, unknown labels, wrong dimensionality, bad slabs).
@@ -95,7 +97,7 @@ def load_datalist(
         raise DatalistError(f"datalist {path} has no list '{split}' (keys: {', '.join(data)}).")
     base = Path(base_dir) if base_dir is not None else path.parent
     knowledge = knowledge or default_knowledge_base()
-    shared = {k: data[k] for k in ("labels", "label_source", "modality") if k in data}
+    shared = {k: data[k] for k in ("labels", "label_source", "modality", "name") if k in data}
     items = [{**shared, **item} for item in data[split]]
     form = datalist_form(items)
     problems: list[str] = []

@@ -195,6 +195,8 @@ class RegionSliceDataset(_SliceDataset):
             an atlas lookup at the mask's voxels gives).
         elastic: chance to deform a slice and its labels smoothly (:func:`elastic_transforms`), before any
             displacement, as another subject's anatomy or a slice a few millimetres away would differ.
+        appearance: chance of each part of :func:`appearance_augmentation` on a slice's image (labels untouched), as
+            another subject or scanner would look.
         tilt: chance to cut a slice on a plane tilted up to 15 degrees instead of along the axis, folded flat at the
             ends of the run of touching slabs that the items of one image and axis give (:func:`tilt_bounds`), so
             never reaching a validation slab.
@@ -221,6 +223,7 @@ class RegionSliceDataset(_SliceDataset):
         whole_image_prob: float = 0.0,
         displace: float = 0.0,
         elastic: float = 0.0,
+        appearance: float = 0.0,
         tilt: float = 0.0,
         position_guess: bool = True,
         locations: bool = False,
@@ -249,8 +252,15 @@ class RegionSliceDataset(_SliceDataset):
                 RegionCaptionsd(self.knowledge),
             ]
         )
+        self.appearance = appearance_augmentation(appearance) if appearance else None
         fields = ("image", "label", "modality", "window")
         self._cache = _VolumeCache(preprocess_transform(["image", "label"]), fields, cache_size)
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> _SliceDataset:
+        super().set_random_state(seed, state)
+        if self.appearance is not None:
+            self.appearance.set_random_state(None if seed is None else seed + 1, state)
+        return self
 
     def __len__(self) -> int:
         return len(self.items) * self.samples_per_item
@@ -277,8 +287,9 @@ class RegionSliceDataset(_SliceDataset):
             sample["region_nearest_training"] = [
                 self._atlas_ranking(atlas, mask, item) for mask in sample["region_masks"] > 0.5
             ]
+        image = torch.as_tensor(sample["image"]).float()
         return {
-            "image": torch.as_tensor(sample["image"]).float(),
+            "image": image if self.appearance is None else self.appearance(image),
             **{k: sample[k] for k in sample if k.startswith("region_")},
             "modality": item.get("modality"),
             "source": item["image"],
@@ -400,6 +411,13 @@ def mr_augmentation(prob: float) -> Compose:
             EnsureType(data_type="tensor", track_meta=False),
         ]
     )
+
+
+def appearance_augmentation(prob: float) -> Compose:
+    """Another subject's or scanner's look on one slice ``[1, S, S]`` in ``[0, 1]``, each part with chance ``prob``:
+    a gamma from 0.7 to 1.5, then :func:`mr_augmentation`'s bias field, ringing, coarser matrix and noise. The brain
+    template is an average of 152 brains, smoother, cleaner and more even than any one subject."""
+    return Compose([RandAdjustContrast(prob=prob, gamma=(0.7, 1.5)), mr_augmentation(prob)])
 
 
 @dataclass

@@ -62,6 +62,7 @@ _CHANCES = (
     "whole_image_prob",
     "displace",
     "elastic",
+    "appearance",
     "tilt",
     "box_shrink",
     "propagation",
@@ -92,6 +93,7 @@ class TrainConfig:
     whole_image_prob: float = 0.05
     displace: float = 0.0  # geometric augmentation: chance that a training slice is rotated/scaled/shifted in frame
     elastic: float = 0.0  # chance that a training slice and its labels are deformed smoothly (before displacement)
+    appearance: float = 0.0  # chance of each part of a training slice's appearance augmentation (gamma, MR artefacts)
     tilt: float = 0.0  # chance that a training slice is cut on a tilted plane (up to 15 deg), inside training slabs
     box_shrink: float = 0.0  # box prompts may cut this share of the mask's extent per side (as propagated boxes do)
     propagation: float = 0.0  # chance that a step prompts every region from its mask on a neighbouring slice
@@ -285,6 +287,7 @@ def _train(config: TrainConfig, rank: int, world: int) -> Path:
         whole_image_prob=config.whole_image_prob,
         displace=config.displace,
         elastic=config.elastic,
+        appearance=config.appearance,
         tilt=config.tilt,
         position_guess=False,  # a baseline of the evaluation, a fifth of the sampling time
         locations=config.location_weight > 0,

@@ -30,7 +30,7 @@ __all__ = ["RegionEvalSet", "Validator", "MODALITY_CLASSES", "training_slices"]
 class RegionEvalSet:
     """Held-out region samples of one label datalist, their classes and the structure used for click Dice."""
 
-    name: str
+    name: str  # prefix of the metrics: the datalist's ``name``, else its ``label_source``, else its file stem
     batches: list[RegionBatch]
     class_ids: list[str]
     modality: str | None
@@ -98,7 +98,7 @@ class Validator:
             mapping = knowledge.map_labels(items[0]["labels"].values(), items[0].get("label_source"))
             class_ids = list(dict.fromkeys(mapping.mapped.values()))
             liver = knowledge.lookup("liver").id
-            source = items[0].get("label_source") or Path(path).stem
+            source = items[0].get("name") or items[0].get("label_source") or Path(path).stem
             sets.append(
                 RegionEvalSet(
                     source, batches, class_ids, items[0].get("modality"), liver if liver in class_ids else None
