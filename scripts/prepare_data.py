@@ -18,7 +18,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -509,18 +509,18 @@ def brain_datalist(out: Path, source: str) -> dict:
 
 
 def evaluation_brain_datalist(out: Path, brain: EvaluationBrain) -> dict:
-    """The AAL3 datalist on an evaluation ``brain``: the same slabs, labels and split, named ``aal3_<key>``."""
-    split = replace(brain_split(out), image=brain.image)
-    volume = ATLASES["aal3"][1]
+    """The AAL3 datalist with its image swapped for an evaluation ``brain`` (the same slabs, labels and split), named
+    ``aal3_<key>``."""
+    aal3 = brain_datalist(out, "aal3")
     return {
-        **brain_datalist(out, "aal3"),
+        **aal3,
         "name": f"aal3_{brain.key}",
         "description": (
             f"Evaluation only, never trained on: {brain.description}, resampled onto the MNI152 2009a grid, with the "
             "AAL3 labels and slabs of datalist_brain_aal3.json. 'training' holds the slabs at the depths the recipes "
             "train on (in the 2009a template), 'validation' the held-out slabs."
         ),
-        **{s: split.items(s, load_array(out, volume), label=volume) for s in ("training", "validation")},
+        **{s: [{**item, "image": brain.image} for item in aal3[s]] for s in ("training", "validation")},
     }
 
 
