@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from medpclip.atomic import atomic_write_bytes, atomic_write_json
 from medpclip.data.samples import LITS_LABELS, lits_affine, lits_arrays, package_folder
-from medpclip.data.splits import DEFAULT_GAP, DEFAULT_N_SLABS, DEFAULT_VALIDATION_SLABS, slab_split, split_params
+from medpclip.data.splits import DEFAULT_GAP, DEFAULT_N_SLABS, DEFAULT_VALIDATION_SLABS, slab_bounds, slab_split, split_params
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "data" / "prepared"
@@ -524,6 +524,32 @@ def evaluation_brain_datalist(out: Path, brain: EvaluationBrain) -> dict:
     }
 
 
+def whole_template_datalist(out: Path) -> dict:
+    """AAL3 on every depth of the MNI152 2009a template for training and on every depth of Colin27 for validation:
+    the issue's protocol (train on the template, name regions on another subject), no depth held out. The same 10
+    slabs per axis as ``datalist_brain_aal3.json``, without its validation slabs and gaps; named ``aal3_whole``."""
+    aal3 = brain_datalist(out, "aal3")
+    split, label = brain_split(out), ATLASES["aal3"][1]
+    whole = tuple(
+        slab_bounds(min(lo for lo, _ in t + v), max(hi for _, hi in t + v), DEFAULT_N_SLABS)
+        for t, v in zip(split.training, split.validation)
+    )
+    items = VolumeSplit(T1, whole, whole).items("training", load_array(out, label), label=label)
+    colin27 = next(b for b in EVALUATION_BRAINS if b.key == "colin27")
+    return {
+        **aal3,
+        "name": "aal3_whole",
+        "description": (
+            "MNI152 ICBM 2009a symmetric T1 template (nilearn) with the AAL3 atlas for training, every depth; "
+            f"validation: {colin27.description}, resampled onto the same grid, every depth. No depth is held out: "
+            "the held-out data is another subject."
+        ),
+        "split": {"method": "subject", "n_slabs": DEFAULT_N_SLABS, "training": T1, "validation": colin27.image},
+        "training": items,
+        "validation": [{**item, "image": colin27.image} for item in items],
+    }
+
+
 def liver_datalist(out: Path) -> dict:
     """Datalist of the LiTS CT case with its liver/tumour label."""
     description = (
@@ -676,6 +702,7 @@ def plan(files: Sequence[DicomFile]) -> list[Output]:
         _write_json(f"datalist_brain_aal3_{b.key}.json", lambda out, b=b: evaluation_brain_datalist(out, b))
         for b in EVALUATION_BRAINS
     ]
+    outputs.append(_write_json("datalist_brain_aal3_whole.json", whole_template_datalist))
     outputs.append(_write_json("datalist_liver_lits.json", liver_datalist))
     outputs.append(_write_json("datalist_modalities.json", lambda out: modality_datalist(out, files)))
     return outputs

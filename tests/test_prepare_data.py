@@ -96,6 +96,25 @@ def test_evaluation_brains_are_other_images_of_the_aal3_anatomy(prepared, key):
 
 
 @pytest.mark.slow
+def test_whole_template_trains_every_depth_and_validates_on_colin27(prepared):
+    """datalist_brain_aal3_whole.json: the AAL3 datalist's slabs with its validation slabs and gaps given back to
+    training, and the same slabs of Colin27 for validation."""
+    aal3 = _json(prepared / "datalist_brain_aal3.json")
+    whole = _json(prepared / "datalist_brain_aal3_whole.json")
+    assert whole["name"] == "aal3_whole" and whole["labels"] == aal3["labels"]
+    for axis in range(3):
+        split = [i["slices"] for i in aal3["training"] + aal3["validation"] if i["axis"] == axis]
+        slabs = [i["slices"] for i in whole["training"] if i["axis"] == axis]
+        assert len(slabs) == len(split) == 10
+        covered = set().union(*(range(*s) for s in slabs))
+        assert covered == set(range(min(s[0] for s in split), max(s[1] for s in split)))  # no gap, no overlap
+        assert sum(s[1] - s[0] for s in slabs) == len(covered)
+        assert covered > set().union(*(range(*s) for s in split))  # the gaps are trained on too
+    assert {i["image"] for i in whole["training"]} == {"brain/mni152_t1.nii.gz"}
+    assert whole["validation"] == [{**item, "image": "brain/colin27_t1.nii.gz"} for item in whole["training"]]
+
+
+@pytest.mark.slow
 def test_atlas_labels_match_volumes(prepared):
     for source, minimum in (("aal3", 160), ("hcpex", 400)):
         present = set(np.unique(_array(prepared / f"brain/{source}.nii.gz")).tolist()) - {0}

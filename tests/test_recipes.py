@@ -1,7 +1,8 @@
 """The training recipes in ``configs/``: each one loads, and the four ablation recipes differ from the shipped CPU
 recipe in their region mode only (issue 4: the same data, budget and seed), the crop-rate recipe from `crop` in its
 vision rate only, the continued CPU recipe from the CPU recipe in its start, rate and seed only, the distilled
-one from the continued one in its distillation only, and stage three from stage two in its start and seed only."""
+one from the continued one in its distillation only, stage three from stage two in its start and seed only, and the whole-template recipe from the shipped one in its
+brain datalist only."""
 
 from __future__ import annotations
 
@@ -47,6 +48,14 @@ def test_ablation_recipes_change_only_the_region_mode(mode):
 
 def test_the_crop_rate_recipe_changes_only_the_vision_rate():
     assert _settings("ablation_crop_vision1x") == {**_settings("ablation_crop"), "vision_lr_scale": 1.0}
+
+
+def test_the_whole_template_recipe_changes_only_the_brain_datalist():
+    whole = "data/prepared/datalist_brain_aal3_whole.json"
+    shipped = _settings("cpu_tiny_one_schedule")
+    lists = {key: [whole, *shipped[key][1:]] for key in ("train_datalists", "val_datalists")}
+    assert shipped["train_datalists"][0] == "data/prepared/datalist_brain_aal3.json"
+    assert _settings("cpu_tiny_whole_template") == {**shipped, **lists}
 
 
 @pytest.mark.parametrize("name", ["displace", "modality_augment", "mr_augment", "modality_file_share"])
