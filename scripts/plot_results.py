@@ -32,7 +32,8 @@ from medpclip.engines.metrics import class_embeddings  # noqa: E402
 from medpclip.knowledge import default_knowledge_base  # noqa: E402
 from medpclip.networks import RegionPrompts, load_checkpoint  # noqa: E402
 
-CURVES = ["aal3/top1_10way", "aal3/left_right", "modality/accuracy", "lits/dice_3_clicks", "aal3/top1"]
+BRAIN_CURVES = ("top1_10way", "left_right", "top1")  # of each AAL3 datalist: the template's slabs, or Colin27
+CURVES = ("modality/accuracy", "lits/dice_3_clicks")
 SMOOTHING = 25  # iterations in the moving average of the training losses
 TEXTS = [("Hippocampus_L", "aal3"), ("Hippocampus_R", "aal3"), ("Precentral_L", "aal3"), ("Cerebellum_6_R", "aal3")]
 
@@ -61,8 +62,7 @@ def training_curves(runs: list[Path]) -> plt.Figure:
                 values = F.avg_pool1d(values[None, None], SMOOTHING, stride=1).flatten()
             _plot(left, colours, tag, steps[len(steps) - len(values) :], values.numpy())
         records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-        for key in CURVES:
-            if key in records[0]:
+        for key in curve_keys(records[0]):
                 _plot(right, colours, key, [offset + r["iteration"] for r in records], [r[key] for r in records], "o")
         if stage:
             for axis in (left, right):
@@ -73,6 +73,12 @@ def training_curves(runs: list[Path]) -> plt.Figure:
     right.set(title="held-out metrics", xlabel="iteration", ylim=(0, 1.02))
     right.legend(fontsize=8)
     return figure
+
+
+def curve_keys(record: dict) -> list[str]:
+    """The logged metrics of ``record`` that the right panel shows, AAL3 naming first."""
+    brain = [k for k in record if k.startswith("aal3") and k.split("/", 1)[-1] in BRAIN_CURVES]
+    return brain + [k for k in CURVES if k in record]
 
 
 def _plot(axis: plt.Axes, colours: dict[str, str], label: str, x: list, y: object, marker: str | None = None) -> None:

@@ -8,12 +8,13 @@ from helpers import load_script
 from torch.utils.tensorboard import SummaryWriter
 
 
-def _fake_run(folder, iterations: list[int], accuracy: float):
-    """A run folder with a logged loss per iteration and held-out metrics at ``iterations``."""
+def _fake_run(folder, iterations: list[int], accuracy: float, brain: str = "aal3"):
+    """A run folder with a logged loss per iteration and held-out metrics of the ``brain`` datalist at
+    ``iterations``."""
     with SummaryWriter(str(folder / "tensorboard")) as writer:
         for step in range(1, iterations[-1] + 1):
             writer.add_scalar("loss", 1.0 / step, step)
-    records = [{"iteration": i, "aal3/top1_10way": accuracy} for i in iterations]
+    records = [{"iteration": i, f"{brain}/top1_10way": accuracy, "lits/top1_10way": 1.0} for i in iterations]
     (folder / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records))
     return folder
 
@@ -32,6 +33,16 @@ def test_stages_follow_each_other_on_one_axis_in_one_colour(tmp_path):
     assert min(losses[1].get_xdata()) > max(losses[0].get_xdata())  # stage two starts where stage one ended
     dashed = [line for line in right.lines if line.get_linestyle() == "--"]
     assert [list(line.get_xdata()) for line in dashed] == [[100, 100]]
+
+
+def test_a_stage_validated_on_another_brain_gets_its_own_curve(tmp_path):
+    script = load_script("plot_results")
+    first = _fake_run(tmp_path / "one", [50, 100], 0.5)
+    second = _fake_run(tmp_path / "two", [50, 100], 0.7, brain="aal3_whole")
+    right = script.training_curves([first, second]).axes[1]
+    assert [t.get_text() for t in right.get_legend().get_texts()] == ["aal3/top1_10way", "aal3_whole/top1_10way"]
+    accuracy = [line for line in right.lines if line.get_marker() == "o"]
+    assert accuracy[0].get_color() != accuracy[1].get_color()
 
 
 def test_a_run_without_metrics_or_a_missing_checkpoint_exits_2(tmp_path, capsys):
