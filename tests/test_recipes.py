@@ -1,8 +1,8 @@
 """The training recipes in ``configs/``: each one loads, and the four ablation recipes differ from the shipped CPU
 recipe in their region mode only (issue 4: the same data, budget and seed), the crop-rate recipe from `crop` in its
 vision rate only, the continued CPU recipe from the CPU recipe in its start, rate and seed only, the distilled
-one from the continued one in its distillation only, stage three from stage two in its start and seed only, and the whole-template recipe from the shipped one in its
-brain datalist only."""
+one from the continued one in its distillation only, stage three from stage two in its start and seed only, the whole-template recipe from the shipped one in its
+brain datalist only, and the whole-template stage from that recipe in its start, teacher, length, rate and seed."""
 
 from __future__ import annotations
 
@@ -56,6 +56,13 @@ def test_the_whole_template_recipe_changes_only_the_brain_datalist():
     lists = {key: [whole, *shipped[key][1:]] for key in ("train_datalists", "val_datalists")}
     assert shipped["train_datalists"][0] == "data/prepared/datalist_brain_aal3.json"
     assert _settings("cpu_tiny_whole_template") == {**shipped, **lists}
+
+
+def test_the_whole_template_stage_continues_the_shipped_recipe_on_every_depth():
+    stage = {"init_checkpoint": "runs/cpu_tiny_one_schedule/model.pt", "distill_weight": 20.0, "seed": 1}
+    shorter = {"iterations": 1500, "eval_every": 500, "lr": 0.0005}
+    assert json.loads((CONFIGS / "cpu_tiny_one_schedule.json").read_text())["out_dir"] == "runs/cpu_tiny_one_schedule"
+    assert _settings("cpu_tiny_whole_stage") == {**_settings("cpu_tiny_whole_template"), **stage, **shorter}
 
 
 @pytest.mark.parametrize("name", ["displace", "modality_augment", "mr_augment", "modality_file_share"])
