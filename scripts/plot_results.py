@@ -63,7 +63,7 @@ def training_curves(runs: list[Path]) -> plt.Figure:
             _plot(left, colours, tag, steps[len(steps) - len(values) :], values.numpy())
         records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         for key in curve_keys(records[0]):
-                _plot(right, colours, key, [offset + r["iteration"] for r in records], [r[key] for r in records], "o")
+            _plot(right, colours, key, [offset + r["iteration"] for r in records], [r[key] for r in records], "o")
         if stage:
             for axis in (left, right):
                 axis.axvline(offset, color="grey", linestyle="--", linewidth=0.8)

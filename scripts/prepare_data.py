@@ -28,7 +28,14 @@ from tqdm import tqdm
 
 from medpclip.atomic import atomic_write_bytes, atomic_write_json
 from medpclip.data.samples import LITS_LABELS, lits_affine, lits_arrays, package_folder
-from medpclip.data.splits import DEFAULT_GAP, DEFAULT_N_SLABS, DEFAULT_VALIDATION_SLABS, slab_bounds, slab_split, split_params
+from medpclip.data.splits import (
+    DEFAULT_GAP,
+    DEFAULT_N_SLABS,
+    DEFAULT_VALIDATION_SLABS,
+    slab_bounds,
+    slab_split,
+    split_params,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "data" / "prepared"
@@ -532,7 +539,7 @@ def whole_template_datalist(out: Path) -> dict:
     split, label = brain_split(out), ATLASES["aal3"][1]
     whole = tuple(
         slab_bounds(min(lo for lo, _ in t + v), max(hi for _, hi in t + v), DEFAULT_N_SLABS)
-        for t, v in zip(split.training, split.validation)
+        for t, v in zip(split.training, split.validation, strict=True)
     )
     items = VolumeSplit(T1, whole, whole).items("training", load_array(out, label), label=label)
     colin27 = next(b for b in EVALUATION_BRAINS if b.key == "colin27")

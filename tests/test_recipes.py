@@ -1,8 +1,9 @@
 """The training recipes in ``configs/``: each one loads, and the four ablation recipes differ from the shipped CPU
 recipe in their region mode only (issue 4: the same data, budget and seed), the crop-rate recipe from `crop` in its
 vision rate only, the continued CPU recipe from the CPU recipe in its start, rate and seed only, the distilled
-one from the continued one in its distillation only, stage three from stage two in its start and seed only, the whole-template recipe from the shipped one in its
-brain datalist only, and the whole-template stage from that recipe in its start, teacher, length, rate and seed."""
+one from the continued one in its distillation only, stage three from stage two in its start and seed only, the
+whole-template recipe from the shipped one in its brain datalist only, and the whole-template stage from that
+recipe in its start, teacher, length, rate and seed."""
 
 from __future__ import annotations
 
