@@ -95,6 +95,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="label datalist to evaluate on instead of the recipe's (repeatable; no modality images then)",
     )
+    evaluate.add_argument(
+        "--name-from",
+        choices=["mask", "click"],
+        default="mask",
+        help="prompt each named region by its mask (default) or by one click at its centre, as an annotator does",
+    )
     evaluate.add_argument("--out", default=None, help="also write the metrics to this JSON file")
     return parser
 
@@ -181,6 +187,7 @@ def _run(args: argparse.Namespace) -> dict | str:
         split=args.split,
         seed=recipe.seed + 1,
         threads=recipe.threads,
+        naming_prompt=args.name_from,
         out=args.out,
     )
 

@@ -53,6 +53,26 @@ def table(monkeypatch):
     return table
 
 
+def test_regions_are_named_from_their_masks_or_from_one_click_at_their_centre(table):
+    """``prompt="click"`` names each region from one positive click on its deepest pixel instead of its mask."""
+    model = FakeModel(table, lambda c: c)
+    seen, encode = [], model.encode_image
+    model.encode_image = lambda images, prompts: seen.append(prompts) or encode(images, prompts)
+    batch = batch_of(CLASSES[:2])
+    batch.masks = torch.zeros(1, 2, 8, 8)
+    batch.masks[0, 0, 1:4, 1:4] = 1  # centre (2, 2)
+    batch.masks[0, 1, 4:7, 4:7] = 1  # centre (5, 5)
+    for prompt in ("mask", "click"):
+        model.truth = [CLASSES[:2]]
+        assert metrics.region_metrics(model, [batch], KB, CLASSES, n_way=4, prompt=prompt)["top1"] == 1.0
+    by_mask, by_click = seen
+    assert torch.equal(by_mask.masks, batch.masks) and by_mask.points is None
+    assert by_click.masks is None and by_click.boxes is None
+    assert by_click.points[0, :, 0].tolist() == [[2, 2], [5, 5]] and (by_click.point_labels == 1).all()
+    with pytest.raises(ValueError, match="named from one of mask, click"):
+        metrics.region_scores(model, [batch], KB, CLASSES, prompt="box")
+
+
 @pytest.mark.parametrize(
     ("answer", "expected"),
     [

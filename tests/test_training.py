@@ -118,6 +118,36 @@ def test_off_chances_draw_nothing_so_older_recipes_keep_their_stream(phantom_dat
     assert draws(1e-12) == draws(0.0) + 1
 
 
+def test_mask_naming_also_names_every_region_from_its_mask(phantom_datalist):
+    """With mask_naming 1 a step prompted by boxes adds the naming terms of a second region pass prompted by the
+    regions' masks; a step already prompted by masks, or with mask_naming 0, adds nothing."""
+    batch = _phantom_batch(phantom_datalist)
+    vocabulary = sorted({e for ids in batch.entry_ids for e in ids})
+    torch.manual_seed(0)
+    model = build_model("tiny")
+    seen, encode = [], model.encode_image
+
+    def encode_spy(images, prompts=None, prefix=None):
+        seen.append(prompts)
+        return encode(images, prompts, prefix=prefix)
+
+    model.encode_image = encode_spy
+    losses = RegionTrainStep(forms=("box",), mask_naming=1.0, vocabulary=vocabulary, seed=1).losses(model, batch)
+    assert {"region_text_mask", "region_class_mask"} <= set(losses)
+    assert all(torch.isfinite(v) for v in losses.values())
+    named = [p for p in seen if p.masks is not None]
+    assert len(named) == 1 and torch.equal(named[0].masks, batch.masks) and named[0].boxes is None
+    sum(losses.values()).backward()
+    assert model.region_encoder.fusion["3"].value_gate.grad.abs().sum() > 0
+    model.zero_grad()
+    only_masks = RegionTrainStep(forms=("mask",), mask_naming=1.0, vocabulary=vocabulary).losses(model, batch)
+    assert not any(k.endswith("_mask") for k in only_masks)
+    off = RegionTrainStep(forms=("box",), mask_naming=0.0, vocabulary=vocabulary, seed=1)
+    assert not any(k.endswith("_mask") for k in off.losses(model, batch))
+    with pytest.raises(ValueError, match="mask_naming"):
+        RegionTrainStep(mask_naming=1.5)
+
+
 def test_mask_regions_train_masks_on_a_subset_with_their_own_targets(phantom_datalist, monkeypatch):
     batch = _phantom_batch(phantom_datalist, num_regions=5)
     torch.manual_seed(0)
@@ -492,6 +522,13 @@ def test_evaluate_reports_registered_and_displaced_figures(tmp_path, phantom_dat
     assert trained["datalist/nearest_training_top1_10way"] == 1.0, (
         "on training slices the lookup finds the slice itself"
     )
+    assert registered["naming_prompt"] == "mask"
+    assert main([*args, "--name-from", "click", "--out", str(out)]) == 0
+    clicked = json.loads(out.read_text())
+    assert clicked["naming_prompt"] == "click" and clicked["datalist/regions"] == registered["datalist/regions"]
+    assert clicked["datalist/top1_10way"] != registered["datalist/top1_10way"] or (
+        clicked["datalist/retrieval_r1"] != registered["datalist/retrieval_r1"]
+    ), "another prompt gives other region embeddings"
 
 
 def test_evaluate_on_named_datalists_instead_of_the_recipes(tmp_path, phantom_datalist):

@@ -26,11 +26,12 @@ def evaluate_checkpoint(
     threads: int = 2,
     modality_views: int = 10,
     modality_draws: int = 10,
+    naming_prompt: str = "mask",
     out: str | Path | None = None,
 ) -> dict:
     """Metrics of ``checkpoint`` on one split of the datalists (``validation``: held out; see :class:`Validator`,
-    ``modality_views`` augmented copies of each modality image, ``modality_draws`` draws of each modality item);
-    also written to ``out`` (JSON) when given."""
+    ``modality_views`` augmented copies of each modality image, ``modality_draws`` draws of each modality item,
+    regions named as ``naming_prompt`` prompts them); also written to ``out`` (JSON) when given."""
     torch.set_num_threads(threads)
     model = load_checkpoint(checkpoint).eval()
     validator = Validator.from_datalists(
@@ -43,6 +44,7 @@ def evaluate_checkpoint(
         split=split,
         modality_views=modality_views,
         modality_draws=modality_draws,
+        naming_prompt=naming_prompt,
     )
     metrics = {
         "checkpoint": str(checkpoint),
@@ -50,6 +52,7 @@ def evaluate_checkpoint(
         "displaced": displaced,
         "split": split,
         "samples": samples,
+        "naming_prompt": naming_prompt,
         **{k: None if v != v else v for k, v in validator(model).items()},  # NaN (no lateral regions) -> null
     }
     if out:

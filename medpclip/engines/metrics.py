@@ -12,13 +12,14 @@ import torch
 import torch.nn.functional as F
 
 from medpclip.data.dataset import RegionBatch
-from medpclip.engines.interaction import add_clicks, next_clicks
+from medpclip.engines.interaction import add_clicks, center_clicks, next_clicks
 from medpclip.knowledge import KnowledgeBase
 from medpclip.networks.model import MedPCLIP
 from medpclip.networks.prompts import RegionPrompts
 
 __all__ = [
     "AREA_BINS",
+    "NAMING_PROMPTS",
     "RegionScores",
     "class_embeddings",
     "region_scores",
@@ -30,6 +31,9 @@ __all__ = [
 
 # region size as a fraction of the slice: below 0.25 % (about 41 px on a 128-px slice) is "small", from 1 % "large"
 AREA_BINS = {"small": (0.0, 0.0025), "medium": (0.0025, 0.01), "large": (0.01, math.inf)}
+# how a named region is prompted: by its mask (an uploaded or finished segmentation), or as an annotator clicks it
+# (one click at its centre, the voxel farthest from its border)
+NAMING_PROMPTS = ("mask", "click")
 
 
 @torch.no_grad()
@@ -88,14 +92,18 @@ def region_scores(
     knowledge: KnowledgeBase,
     class_ids: Sequence[str],
     modality: str | None = None,
+    prompt: str = "mask",
 ) -> RegionScores:
-    """Embed the regions of ``batches`` that belong to ``class_ids`` (prompted by their masks) and compare them
-    with each class's prompt ensemble."""
+    """Embed the regions of ``batches`` that belong to ``class_ids``, each prompted as ``prompt`` says (one of
+    :data:`NAMING_PROMPTS`), and compare them with each class's prompt ensemble."""
+    if prompt not in NAMING_PROMPTS:
+        raise ValueError(f"regions are named from one of {', '.join(NAMING_PROMPTS)}, not {prompt!r}.")
     model.eval()
     index = {c: i for i, c in enumerate(class_ids)}
     embeds, truth, guesses, visible, nearest, areas = [], [], [], [], [], []
     for batch in batches:
-        enc = model.encode_image(batch.images, RegionPrompts(masks=batch.masks))
+        prompts = center_clicks(batch.masks) if prompt == "click" else RegionPrompts(masks=batch.masks)
+        enc = model.encode_image(batch.images, prompts)
         area = (batch.masks > 0.5).flatten(2).float().mean(-1)  # [B, R] share of the slice
         for b, ids in enumerate(batch.entry_ids):
             for r, entry_id in enumerate(ids):
@@ -122,10 +130,11 @@ def region_metrics(
     modality: str | None = None,
     n_way: int = 10,
     seed: int = 0,
+    prompt: str = "mask",
 ) -> dict[str, float]:
-    """Zero-shot naming of regions prompted by their masks, over the classes ``class_ids`` of a label source:
-    :func:`summarise_regions` of :func:`region_scores`."""
-    scores = region_scores(model, batches, knowledge, class_ids, modality)
+    """Zero-shot naming of regions prompted as ``prompt`` says (by their masks by default), over the classes
+    ``class_ids`` of a label source: :func:`summarise_regions` of :func:`region_scores`."""
+    scores = region_scores(model, batches, knowledge, class_ids, modality, prompt)
     return summarise_regions(scores, knowledge, class_ids, n_way=n_way, seed=seed)
 
 

@@ -41,7 +41,9 @@ class RegionTrainStep:
     cached prefix and feeding the previous logits back (``mask_weight``), on ``mask_regions`` of each slice's
     regions drawn afresh every step (``None``: all; the naming terms always use all of them); with
     ``location_weight``, the model's ``location_head`` says from each region embedding where in its volume the region
-    lies (the batch's ``locations``, an L1 loss).
+    lies (the batch's ``locations``, an L1 loss); with chance ``mask_naming`` a step that is not prompted by masks
+    also names every region prompted by its mask (``region_text_mask``, ``region_class_mask``: one more region pass
+    over the cached image pass), the form evaluation and a segmented region are named from.
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class RegionTrainStep:
         modality_images: Iterator[tuple[torch.Tensor, list[str], torch.Tensor]] | None = None,
         propagation: float = 0.0,
         center_click: float = 0.0,
+        mask_naming: float = 0.0,
         teacher: MedPCLIP | None = None,
         distill_weight: float = 0.0,
         location_weight: float = 0.0,
@@ -67,10 +70,11 @@ class RegionTrainStep:
         unknown = set(forms) - set(PROMPT_FORMS)
         if unknown or not forms:
             raise ValueError(f"forms should be a non-empty subset of {PROMPT_FORMS}, got {forms}.")
-        for name, chance in (("propagation", propagation), ("center_click", center_click)):
+        chances = {"propagation": propagation, "center_click": center_click, "mask_naming": mask_naming}
+        for name, chance in chances.items():
             if not 0 <= chance <= 1:
                 raise ValueError(f"{name} should be a probability in [0, 1], got {chance}.")
-        self.propagation, self.center_click = propagation, center_click
+        self.propagation, self.center_click, self.mask_naming = propagation, center_click, mask_naming
         self.knowledge = knowledge or default_knowledge_base()
         self.forms, self.hard_negatives, self.click_rounds = tuple(forms), hard_negatives, click_rounds
         if mask_regions is not None and mask_regions < 1:
@@ -115,9 +119,10 @@ class RegionTrainStep:
         prefix = model.encode_prefix(batch.images)
         enc = model.encode_image(batch.images, prompts, prefix=prefix)
         region_embeds = enc.region_embeds.flatten(0, 1)
-        out = {"region_text": self._region_text(model, region_embeds, batch)}
-        if self.vocabulary and self.vocabulary_weight:
-            out["region_class"] = self.vocabulary_weight * self._region_class(model, region_embeds, batch)
+        out = self._naming(model, region_embeds, batch)
+        if form != "mask" and self.mask_naming and self.rng.random() < self.mask_naming:
+            named = model.encode_image(batch.images, RegionPrompts(masks=batch.masks), prefix=prefix)
+            out |= {f"{k}_mask": v for k, v in self._naming(model, named.region_embeds.flatten(0, 1), batch).items()}
         if self.location_weight:
             if model.location_head is None or batch.locations is None:
                 raise ValueError("location_weight needs a model with a location_head and batches with locations.")
@@ -143,6 +148,13 @@ class RegionTrainStep:
             mode = "center" if form == CENTER else "random"
             mask = self._interactive_mask(model, batch.images, masks, prompts, prefix, enc, prior, mode)
             out["mask"] = self.mask_weight * mask
+        return out
+
+    def _naming(self, model: MedPCLIP, region_embeds: torch.Tensor, batch: RegionBatch) -> dict[str, torch.Tensor]:
+        """Naming terms of ``region_embeds [B * P, E]``: ``region_text`` and, with a vocabulary, ``region_class``."""
+        out = {"region_text": self._region_text(model, region_embeds, batch)}
+        if self.vocabulary and self.vocabulary_weight:
+            out["region_class"] = self.vocabulary_weight * self._region_class(model, region_embeds, batch)
         return out
 
     def _region_text(self, model: MedPCLIP, region_embeds: torch.Tensor, batch: RegionBatch) -> torch.Tensor:

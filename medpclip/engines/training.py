@@ -67,6 +67,7 @@ _CHANCES = (
     "box_shrink",
     "propagation",
     "center_click",
+    "mask_naming",
     "synthetic_modalities",
     "modality_augment",
     "mr_augment",
@@ -98,6 +99,7 @@ class TrainConfig:
     box_shrink: float = 0.0  # box prompts may cut this share of the mask's extent per side (as propagated boxes do)
     propagation: float = 0.0  # chance that a step prompts every region from its mask on a neighbouring slice
     center_click: float = 0.0  # chance that a step prompts every region as an annotator does (evaluate's protocol)
+    mask_naming: float = 0.0  # chance that a step not prompted by masks also names every region from its mask
     vocabulary_weight: float = 1.0  # region classification over every region class of the training datalists
     mask_weight: float = 1.0  # interactive mask loss (0: naming only, the mask decoder untouched, ~half the compute)
     mask_regions: int | None = None  # regions per slice that carry the mask loss, drawn each step (None: all)
@@ -335,6 +337,7 @@ def _train(config: TrainConfig, rank: int, world: int) -> Path:
         modality_images=modality_images,
         propagation=config.propagation,
         center_click=config.center_click,
+        mask_naming=config.mask_naming,
         teacher=load_checkpoint(config.init_checkpoint, device) if config.distill_weight else None,
         distill_weight=config.distill_weight,
         location_weight=config.location_weight,

@@ -41,7 +41,8 @@ class RegionEvalSet:
 class Validator:
     """Region metrics per label datalist, Dice after 1/3/5 clicks, image-level modality zero-shot (also on
     ``modality_views``, augmented copies of the modality images, and on ``modality_draws``, other slices and frames
-    of the same files, when built with some)."""
+    of the same files, when built with some). Regions are named as ``naming_prompt`` prompts them (``mask`` or
+    ``click``, :data:`~medpclip.engines.metrics.NAMING_PROMPTS`)."""
 
     region_sets: list[RegionEvalSet] = field(default_factory=list)
     modality_images: torch.Tensor | None = None
@@ -51,6 +52,7 @@ class Validator:
     modality_views: torch.Tensor | None = None  # [V * N, 1, S, S]: V augmented copies of the N modality images
     modality_draws: torch.Tensor | None = None  # [K * N, 1, S, S]: K draws of each item, the first the images above
     knowledge: KnowledgeBase = field(default_factory=default_knowledge_base)
+    naming_prompt: str = "mask"
 
     @property
     def has_data(self) -> bool:
@@ -69,6 +71,7 @@ class Validator:
         split: str = "validation",
         modality_views: int = 0,
         modality_draws: int = 0,
+        naming_prompt: str = "mask",
     ) -> Validator:
         """Samples of each datalist's ``split`` (held-out ``validation``, or ``training`` to see what the model
         learnt of the slices it trained on); ``displace`` moves them inside the frame. Registered samples carry the
@@ -104,7 +107,7 @@ class Validator:
                     source, batches, class_ids, items[0].get("modality"), liver if liver in class_ids else None
                 )
             )
-        validator = cls(region_sets=sets, knowledge=knowledge)
+        validator = cls(region_sets=sets, knowledge=knowledge, naming_prompt=naming_prompt)
         if modality_datalist:
             items = load_datalist(modality_datalist, split)
             # every file cached by the readability pass, so drawing the samples reads none of them again
@@ -135,7 +138,9 @@ class Validator:
         """All metrics as one flat dict (``<set>/<metric>``)."""
         out: dict[str, object] = {}
         for s in self.region_sets:
-            metrics = region_metrics(model, s.batches, self.knowledge, s.class_ids, modality=s.modality)
+            metrics = region_metrics(
+                model, s.batches, self.knowledge, s.class_ids, modality=s.modality, prompt=self.naming_prompt
+            )
             out.update({f"{s.name}/{k}": v for k, v in metrics.items()})
             if s.dice_entry is not None:
                 images, targets = _structure(s.batches, s.dice_entry)
