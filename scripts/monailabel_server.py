@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
@@ -61,10 +62,12 @@ def running_server(
     studies: Path, model_dir: Path, log: Path, conf: dict[str, str] | None = None, timeout: float = 180.0
 ) -> Iterator[Server]:
     """``monailabel start_server --app monailabel_app --studies <studies> --conf models medpclip`` (plus ``conf``),
-    waited for until ``/info/`` answers, and stopped (its whole process group) on exit."""
+    waited for until ``/info/`` answers, and stopped (its whole process group) on exit. Its temporary files go to a
+    folder removed on exit: ``monailabel start_server`` leaves its logging configuration in ``TMPDIR`` every start."""
     port = free_port()
     venv_bin = str(Path(sys.executable).parent)  # `monailabel` runs the `python` it finds on PATH
-    env = {**os.environ, "PATH": venv_bin + os.pathsep + os.environ["PATH"]}
+    scratch = tempfile.TemporaryDirectory(prefix="monailabel-")
+    env = {**os.environ, "PATH": venv_bin + os.pathsep + os.environ["PATH"], "TMPDIR": scratch.name}
     command = [f"{venv_bin}/monailabel", "start_server", "--app", str(APP), "--studies", str(studies)]
     for key, value in {"models": "medpclip", "model_dir": str(model_dir), **(conf or {})}.items():
         command += ["--conf", key, value]
@@ -93,6 +96,7 @@ def running_server(
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+        scratch.cleanup()
 
 
 def write_lits_studies(studies: Path) -> Path:
