@@ -15,8 +15,8 @@ torch.set_num_threads(2)
 
 @pytest.fixture(scope="session", autouse=True)
 def temporary_files_under_pytest(tmp_path_factory):
-    """Everything the tests start writes its temporary files under pytest's own folder, which pytest prunes: the
-    MONAI Label server leaves its logging configuration and converted labels in the temporary folder."""
+    """Everything the tests start writes its temporary files under pytest's own folder, which pytest prunes, so that
+    a library that leaves files in the temporary folder leaves none behind a test run."""
     folder = tmp_path_factory.mktemp("tmpdir")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TMPDIR", str(folder))
