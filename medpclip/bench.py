@@ -24,6 +24,7 @@ from medpclip.data.dataset import RegionBatch
 from medpclip.data.intensity import MODALITY_CLASSES
 from medpclip.engines.steps import RegionTrainStep
 from medpclip.inference.predictor import SlicePredictor
+from medpclip.inference.views import NAMING_VIEWS
 from medpclip.knowledge import default_knowledge_base
 from medpclip.losses import contrastive_loss
 from medpclip.networks import RegionPrompts, build_model
@@ -123,6 +124,14 @@ def _our_steps(model: torch.nn.Module, preset: str) -> list[tuple[str, Callable[
     def refine_click() -> None:
         predictor.segment(points=click, negatives=[[SLICE_SIDE / 4, SLICE_SIDE / 4]], prev_logits=first)
 
+    labels = ["CT", "MR", "X-ray", "ultrasound", "nuclear medicine", "liver", "brain", "lung"]
+
+    def name_click(views: int) -> Callable[[], None]:
+        """Name the clicked region of the cached slice from ``views`` views (the text embeddings are cached)."""
+        namer = SlicePredictor(model, naming_views=views)
+        namer.set_image(slice_)
+        return lambda: namer.classify(labels, points=click)
+
     size = model.image_size
     image = torch.rand(1, 1, size, size)
     boxes32 = _random_boxes(rng, 32, size)
@@ -144,7 +153,6 @@ def _our_steps(model: torch.nn.Module, preset: str) -> list[tuple[str, Callable[
 
         return run
 
-    labels = ["CT", "MR", "X-ray", "ultrasound", "nuclear medicine", "liver", "brain", "lung"]
     classifier = SlicePredictor(model)
     batch8 = torch.rand(8, 1, size, size)
 
@@ -157,6 +165,8 @@ def _our_steps(model: torch.nn.Module, preset: str) -> list[tuple[str, Callable[
     return [
         ("first_click", first_click, 0),
         ("refine_click", refine_click, 0),
+        ("name_click_1_view", name_click(1), 0),
+        (f"name_click_{NAMING_VIEWS}_views", name_click(NAMING_VIEWS), 0),
         ("prompts32_full", prompts_full(boxes32), 0),
         ("prompt1_cached", prompts_cached(boxes32[:, :1]), 0),
         ("prompts32_cached", prompts_cached(boxes32), 0),

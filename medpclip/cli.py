@@ -22,6 +22,12 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def _positive_int(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} should be a whole number of at least 1")
+    return int(text)
+
+
 def _numbers(count: tuple[int, ...]) -> callable:
     def parse(text: str) -> list[float]:
         try:
@@ -100,6 +106,13 @@ def _parser() -> argparse.ArgumentParser:
         choices=["mask", "click"],
         default="mask",
         help="prompt each named region by its mask (default) or by one click at its centre, as an annotator does",
+    )
+    evaluate.add_argument(
+        "--naming-views",
+        type=_positive_int,
+        default=1,
+        help="name each region from this many slightly moved views of its slice, as the app does (default 1: the "
+        "slice as it is)",
     )
     evaluate.add_argument("--out", default=None, help="also write the metrics to this JSON file")
     return parser
@@ -188,6 +201,7 @@ def _run(args: argparse.Namespace) -> dict | str:
         seed=recipe.seed + 1,
         threads=recipe.threads,
         naming_prompt=args.name_from,
+        naming_views=args.naming_views,
         out=args.out,
     )
 

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from medpclip import bench, cli
+from medpclip.inference.views import NAMING_VIEWS
 
 RATIO_KEYS = {
     "first_click_vs_clip_encode",
@@ -49,6 +50,7 @@ def test_bench_result_has_the_contract_ratios(result):
     assert result["settings"] == {"preset": "tiny", "threads": 2, "repeats": 1, "slice": [512, 512]}
     assert result["peak_rss_mib"] > 0 and result["throughput"]["zero_shot_images_per_s"] > 0
     assert all(v > 0 for v in ms.values())
+    assert {"name_click_1_view", f"name_click_{NAMING_VIEWS}_views"} <= set(ms), "naming as the app does, and alone"
 
 
 def test_bench_table_names_each_target_and_verdict(result):

@@ -182,6 +182,7 @@ def test_evaluate_config_writes_held_out_metrics(cwd, tmp_path, phantom_datalist
     )
     metrics = json.loads((out_dir / "metrics.json").read_text())
     assert metrics["displaced"] is True and metrics["checkpoint"] == str(random_checkpoint)
+    assert metrics["naming_views"] == 16, "regions named as the CLI and the app name them"
     assert 0 <= metrics["datalist/top1"] <= 1 and 0 < metrics["datalist/top1_chance"] < 1  # set named by the file
 
 

@@ -43,3 +43,9 @@ def test_bad_checkpoint_is_one_line_exit_2(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "does not exist" in result.stderr
     assert not (tmp_path / "x").exists(), "a failed run must not leave a half-written output folder"
+
+
+def test_naming_views_below_one_is_one_line_exit_2():
+    result = run_cli("evaluate", "--checkpoint", "x.pt", "--naming-views", "0")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "at least 1" in result.stderr

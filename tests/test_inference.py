@@ -45,7 +45,7 @@ def test_predictor_segments_classifies_and_refines_on_the_cached_prefix(make_mod
 
 def test_whole_image_classification_ranks_the_global_embedding(make_model):
     """No prompt ranks the global embedding (trained and evaluated on modality), a prompt its region embedding."""
-    predictor = SlicePredictor(make_model())
+    predictor = SlicePredictor(make_model(), naming_views=1)
     predictor.set_image(torch.rand(1, 90, 120, generator=torch.Generator().manual_seed(1)))
     labels = ["CT", "MR", "X-ray", "ultrasound"]
     encoding = predictor.encode(None)

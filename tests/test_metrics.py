@@ -26,7 +26,7 @@ class FakeModel:
     def eval(self) -> None:
         pass
 
-    def encode_image(self, images: torch.Tensor, prompts: object) -> SimpleNamespace:
+    def encode_image(self, images: torch.Tensor, prompts: object, prefix: object = None) -> SimpleNamespace:
         rows = [self.table[CLASSES.index(self.answer(c))] for c in self.truth.pop(0)]
         return SimpleNamespace(region_embeds=torch.stack(rows)[None])
 
@@ -57,7 +57,7 @@ def test_regions_are_named_from_their_masks_or_from_one_click_at_their_centre(ta
     """``prompt="click"`` names each region from one positive click on its deepest pixel instead of its mask."""
     model = FakeModel(table, lambda c: c)
     seen, encode = [], model.encode_image
-    model.encode_image = lambda images, prompts: seen.append(prompts) or encode(images, prompts)
+    model.encode_image = lambda images, prompts, prefix=None: seen.append(prompts) or encode(images, prompts)
     batch = batch_of(CLASSES[:2])
     batch.masks = torch.zeros(1, 2, 8, 8)
     batch.masks[0, 0, 1:4, 1:4] = 1  # centre (2, 2)

@@ -529,6 +529,10 @@ def test_evaluate_reports_registered_and_displaced_figures(tmp_path, phantom_dat
     assert clicked["datalist/top1_10way"] != registered["datalist/top1_10way"] or (
         clicked["datalist/retrieval_r1"] != registered["datalist/retrieval_r1"]
     ), "another prompt gives other region embeddings"
+    assert registered["naming_views"] == 1
+    assert main([*args, "--naming-views", "3", "--out", str(out)]) == 0
+    viewed = json.loads(out.read_text())
+    assert viewed["naming_views"] == 3 and viewed["datalist/regions"] == registered["datalist/regions"]
 
 
 def test_evaluate_on_named_datalists_instead_of_the_recipes(tmp_path, phantom_datalist):

@@ -27,11 +27,13 @@ def evaluate_checkpoint(
     modality_views: int = 10,
     modality_draws: int = 10,
     naming_prompt: str = "mask",
+    naming_views: int = 1,
     out: str | Path | None = None,
 ) -> dict:
     """Metrics of ``checkpoint`` on one split of the datalists (``validation``: held out; see :class:`Validator`,
     ``modality_views`` augmented copies of each modality image, ``modality_draws`` draws of each modality item,
-    regions named as ``naming_prompt`` prompts them); also written to ``out`` (JSON) when given."""
+    regions named as ``naming_prompt`` prompts them, each from ``naming_views`` views of its slice); also written to
+    ``out`` (JSON) when given."""
     torch.set_num_threads(threads)
     model = load_checkpoint(checkpoint).eval()
     validator = Validator.from_datalists(
@@ -45,6 +47,7 @@ def evaluate_checkpoint(
         modality_views=modality_views,
         modality_draws=modality_draws,
         naming_prompt=naming_prompt,
+        naming_views=naming_views,
     )
     metrics = {
         "checkpoint": str(checkpoint),
@@ -53,6 +56,7 @@ def evaluate_checkpoint(
         "split": split,
         "samples": samples,
         "naming_prompt": naming_prompt,
+        "naming_views": naming_views,
         **{k: None if v != v else v for k, v in validator(model).items()},  # NaN (no lateral regions) -> null
     }
     if out:

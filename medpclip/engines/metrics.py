@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from medpclip.data.dataset import RegionBatch
 from medpclip.engines.interaction import add_clicks, center_clicks, next_clicks
+from medpclip.inference.views import region_embeddings
 from medpclip.knowledge import KnowledgeBase
 from medpclip.networks.model import MedPCLIP
 from medpclip.networks.prompts import RegionPrompts
@@ -93,9 +94,11 @@ def region_scores(
     class_ids: Sequence[str],
     modality: str | None = None,
     prompt: str = "mask",
+    views: int = 1,
 ) -> RegionScores:
     """Embed the regions of ``batches`` that belong to ``class_ids``, each prompted as ``prompt`` says (one of
-    :data:`NAMING_PROMPTS`), and compare them with each class's prompt ensemble."""
+    :data:`NAMING_PROMPTS`) and named from ``views`` views of its slice (:func:`region_embeddings`), and compare them
+    with each class's prompt ensemble."""
     if prompt not in NAMING_PROMPTS:
         raise ValueError(f"regions are named from one of {', '.join(NAMING_PROMPTS)}, not {prompt!r}.")
     model.eval()
@@ -103,12 +106,12 @@ def region_scores(
     embeds, truth, guesses, visible, nearest, areas = [], [], [], [], [], []
     for batch in batches:
         prompts = center_clicks(batch.masks) if prompt == "click" else RegionPrompts(masks=batch.masks)
-        enc = model.encode_image(batch.images, prompts)
+        region_embeds = region_embeddings(model, batch.images, prompts, views)
         area = (batch.masks > 0.5).flatten(2).float().mean(-1)  # [B, R] share of the slice
         for b, ids in enumerate(batch.entry_ids):
             for r, entry_id in enumerate(ids):
                 if entry_id in index:
-                    embeds.append(enc.region_embeds[b, r])
+                    embeds.append(region_embeds[b, r])
                     truth.append(index[entry_id])
                     guesses.append(batch.position_guess[b][r] if batch.position_guess else None)
                     nearest.append(batch.nearest_training[b][r] if batch.nearest_training else None)
@@ -116,7 +119,7 @@ def region_scores(
                     areas.append(float(area[b, r]))
     if not embeds:
         raise ValueError("no evaluated region belongs to the given classes.")
-    sims = F.normalize(torch.stack(embeds), dim=-1) @ class_embeddings(model, knowledge, list(class_ids), modality).T
+    sims = torch.stack(embeds) @ class_embeddings(model, knowledge, list(class_ids), modality).T
     return RegionScores(sims, truth, guesses, nearest, visible, areas)
 
 
@@ -131,10 +134,12 @@ def region_metrics(
     n_way: int = 10,
     seed: int = 0,
     prompt: str = "mask",
+    views: int = 1,
 ) -> dict[str, float]:
-    """Zero-shot naming of regions prompted as ``prompt`` says (by their masks by default), over the classes
-    ``class_ids`` of a label source: :func:`summarise_regions` of :func:`region_scores`."""
-    scores = region_scores(model, batches, knowledge, class_ids, modality, prompt)
+    """Zero-shot naming of regions prompted as ``prompt`` says (by their masks by default), each from ``views``
+    views of its slice, over the classes ``class_ids`` of a label source: :func:`summarise_regions` of
+    :func:`region_scores`."""
+    scores = region_scores(model, batches, knowledge, class_ids, modality, prompt, views)
     return summarise_regions(scores, knowledge, class_ids, n_way=n_way, seed=seed)
 
 

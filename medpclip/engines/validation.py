@@ -42,7 +42,8 @@ class Validator:
     """Region metrics per label datalist, Dice after 1/3/5 clicks, image-level modality zero-shot (also on
     ``modality_views``, augmented copies of the modality images, and on ``modality_draws``, other slices and frames
     of the same files, when built with some). Regions are named as ``naming_prompt`` prompts them (``mask`` or
-    ``click``, :data:`~medpclip.engines.metrics.NAMING_PROMPTS`)."""
+    ``click``, :data:`~medpclip.engines.metrics.NAMING_PROMPTS`), each from ``naming_views`` views of its slice
+    (:func:`~medpclip.inference.views.region_embeddings`)."""
 
     region_sets: list[RegionEvalSet] = field(default_factory=list)
     modality_images: torch.Tensor | None = None
@@ -53,6 +54,7 @@ class Validator:
     modality_draws: torch.Tensor | None = None  # [K * N, 1, S, S]: K draws of each item, the first the images above
     knowledge: KnowledgeBase = field(default_factory=default_knowledge_base)
     naming_prompt: str = "mask"
+    naming_views: int = 1
 
     @property
     def has_data(self) -> bool:
@@ -72,6 +74,7 @@ class Validator:
         modality_views: int = 0,
         modality_draws: int = 0,
         naming_prompt: str = "mask",
+        naming_views: int = 1,
     ) -> Validator:
         """Samples of each datalist's ``split`` (held-out ``validation``, or ``training`` to see what the model
         learnt of the slices it trained on); ``displace`` moves them inside the frame. Registered samples carry the
@@ -107,7 +110,7 @@ class Validator:
                     source, batches, class_ids, items[0].get("modality"), liver if liver in class_ids else None
                 )
             )
-        validator = cls(region_sets=sets, knowledge=knowledge, naming_prompt=naming_prompt)
+        validator = cls(region_sets=sets, knowledge=knowledge, naming_prompt=naming_prompt, naming_views=naming_views)
         if modality_datalist:
             items = load_datalist(modality_datalist, split)
             # every file cached by the readability pass, so drawing the samples reads none of them again
@@ -139,7 +142,13 @@ class Validator:
         out: dict[str, object] = {}
         for s in self.region_sets:
             metrics = region_metrics(
-                model, s.batches, self.knowledge, s.class_ids, modality=s.modality, prompt=self.naming_prompt
+                model,
+                s.batches,
+                self.knowledge,
+                s.class_ids,
+                modality=s.modality,
+                prompt=self.naming_prompt,
+                views=self.naming_views,
             )
             out.update({f"{s.name}/{k}": v for k, v in metrics.items()})
             if s.dice_entry is not None:

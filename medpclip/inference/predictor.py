@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from medpclip.inference.geometry import SquareFit
+from medpclip.inference.views import NAMING_VIEWS, region_embeddings
 from medpclip.knowledge import KnowledgeBase, default_knowledge_base
 from medpclip.networks.model import ImageEncoding, MedPCLIP
 from medpclip.networks.prompts import NEGATIVE, POSITIVE, RegionPrompts
@@ -17,7 +18,8 @@ __all__ = ["SlicePredictor"]
 
 
 class SlicePredictor:
-    """Holds one slice and its cached prefix; prompts are voxel indices ``(i, j)`` of that slice.
+    """Holds one slice and its cached prefix; prompts are voxel indices ``(i, j)`` of that slice. A prompted region
+    is named from ``naming_views`` slightly moved views of the slice (:func:`region_embeddings`; 1: the slice alone).
 
     Example::
 
@@ -28,8 +30,17 @@ class SlicePredictor:
         ranking = predictor.classify(["liver", "spleen"], points=[(40, 52)])
     """
 
-    def __init__(self, model: MedPCLIP, knowledge: KnowledgeBase | None = None, modality: str | None = None) -> None:
+    def __init__(
+        self,
+        model: MedPCLIP,
+        knowledge: KnowledgeBase | None = None,
+        modality: str | None = None,
+        naming_views: int = NAMING_VIEWS,
+    ) -> None:
+        if naming_views < 1:
+            raise ValueError(f"naming_views should be at least 1, got {naming_views}.")
         self.model = model.eval()
+        self.naming_views = naming_views
         self.knowledge = knowledge or default_knowledge_base()
         self.modality = modality
         self.fit: SquareFit | None = None
@@ -93,10 +104,9 @@ class SlicePredictor:
         Without a prompt the global image embedding is ranked: the one trained, and evaluated, on image-level
         classification (the whole-image region names the region's content, and is weaker at modality)."""
         prompts = self.prompts(**prompt_args)
-        encoding = self.encode(prompts)
-        return self.rank_embedding(
-            encoding.global_embeds[0] if prompts is None else encoding.region_embeds[0, 0], labels
-        )
+        if prompts is None:
+            return self.rank_embedding(self.encode(None).global_embeds[0], labels)
+        return self.rank_embedding(self.region_embeddings(prompts)[0, 0], labels)
 
     @torch.inference_mode()
     def decode(self, encoding: ImageEncoding, prev_logits: torch.Tensor | None = None) -> torch.Tensor:
@@ -139,10 +149,16 @@ class SlicePredictor:
             given = RegionPrompts(masks=torch.stack([torch.as_tensor(m, dtype=torch.float32) for m in masks])[None])
             given.validate(1, (fit.height, fit.width))
             prompts = RegionPrompts(masks=fit.image(given.masks[0], mode="nearest")[None])
-        regions = self.encode(prompts).region_embeds[0]  # [P, E]
+        regions = self.region_embeddings(prompts)[0]  # [P, E]
         probs = self.model.similarity(regions, self._label_embedding(str(text).strip())[None])[:, 0].softmax(0)
         order = probs.argsort(descending=True).tolist()
         return [{"index": i, "probability": round(float(probs[i]), 6)} for i in order]
+
+    @torch.inference_mode()
+    def region_embeddings(self, prompts: RegionPrompts) -> torch.Tensor:
+        """``[1, P, E]`` unit-length embeddings of the prompted regions, each named from ``naming_views`` views."""
+        self._require_image()
+        return region_embeddings(self.model, self._input, prompts, self.naming_views, prefix=self._prefix)
 
     def _label_embedding(self, label: str) -> torch.Tensor:
         if label not in self._text:

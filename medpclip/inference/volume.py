@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from medpclip.inference.images import slice_of
 from medpclip.inference.predictor import SlicePredictor
@@ -188,6 +187,6 @@ def classify_region(
     embeds = []
     for k in picked:
         predictor.set_image(slice_of(volume, axis, int(k)))
-        encoding = predictor.encode(predictor.prompts(mask=torch.from_numpy(planes[k].astype(np.float32))))
-        embeds.append(F.normalize(encoding.region_embeds[0, 0], dim=-1))
+        prompts = predictor.prompts(mask=torch.from_numpy(planes[k].astype(np.float32)))
+        embeds.append(predictor.region_embeddings(prompts)[0, 0])
     return predictor.rank_embedding(torch.stack(embeds).mean(0), labels)
