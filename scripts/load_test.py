@@ -150,6 +150,9 @@ def main() -> None:
     parser.add_argument("--pid", type=int, default=None, help="the server's process id, for its memory")
     parser.add_argument("--rounds", type=int, default=1, help="repeat the load; RSS after each round shows a leak")
     parser.add_argument("--out", default=None, help="also write the report to this JSON file")
+    parser.add_argument(
+        "--conf", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"), help="app option of --start's server"
+    )
     args = parser.parse_args()
     shape = [int(s) for s in args.shape.split(",")]
     if args.start:
@@ -160,8 +163,9 @@ def main() -> None:
         from monailabel_server import running_server, write_lits_studies
 
         with tempfile.TemporaryDirectory() as tmp:
-            write_lits_studies(Path(tmp) / "studies")
-            with running_server(Path(tmp) / "studies", Path(tmp) / "model", Path(tmp) / "server.log") as server:
+            root = Path(tmp)
+            write_lits_studies(root / "studies")
+            with running_server(root / "studies", root / "model", root / "server.log", dict(args.conf)) as server:
                 report = _rounds(args, server.url, "lits_117_ct", shape, server.pid)
     else:
         report = _rounds(args, args.server, args.image, shape, args.pid)

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from medpclip.inference import SlicePredictor
+from medpclip.inference.views import NAMING_VIEWS
 from medpclip.networks import load_checkpoint
 
 __all__ = ["FINETUNED_NAME", "ModelService"]
@@ -25,8 +26,11 @@ class ModelService:
     memory, while the server's event loop stays free for ``/info/`` and other requests (see ``lib/api.py``).
     """
 
-    def __init__(self, model_dir: Path, checkpoint: Path | None, device: str = "cpu") -> None:
+    def __init__(
+        self, model_dir: Path, checkpoint: Path | None, device: str = "cpu", naming_views: int = NAMING_VIEWS
+    ) -> None:
         self.model_dir = model_dir
+        self.naming_views = naming_views  # views of the slice a region is named from (SlicePredictor)
         self.fixed_checkpoint = checkpoint  # given in --conf checkpoint: never replaced by a fine-tuned one
         self.device = device
         self._lock = threading.Lock()
@@ -52,7 +56,9 @@ class ModelService:
         with self._lock, torch.inference_mode():
             self._reload_if_changed()
             if modality not in self._predictors:
-                self._predictors[modality] = SlicePredictor(self._model, modality=modality)
+                self._predictors[modality] = SlicePredictor(
+                    self._model, modality=modality, naming_views=self.naming_views
+                )
             yield self._predictors[modality]
 
     def load(self) -> None:

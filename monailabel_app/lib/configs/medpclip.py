@@ -6,7 +6,9 @@ Options (``--conf key value``):
   else the bundle's ``models/model.pt``); loaded with ``weights_only=True``, nothing is downloaded;
 * ``labels``: comma-separated structure names offered to the viewer's point prompts (default below), indexed 1..n;
 * ``classes``: comma-separated default labels of zero-shot classification (default: the modality families);
-* ``device``: ``cpu`` (default) or ``cuda``.
+* ``device``: ``cpu`` (default) or ``cuda``;
+* ``naming_views``: how many slightly moved views of the slice a region is named from (default 16; 1 is faster,
+  see ``medpclip.inference.views``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from lib.infers import InteractiveSegmentation, RegionLabelling, ZeroShotClassif
 from lib.service import ModelService
 from lib.trainers import FineTune
 from medpclip.data.intensity import MODALITY_CLASSES
+from medpclip.inference.views import NAMING_VIEWS
 from medpclip.knowledge import default_knowledge_base
 
 __all__ = ["MedPCLIPConfig"]
@@ -42,7 +45,10 @@ class MedPCLIPConfig(TaskConfig):
     def init(self, name: str, model_dir: str, conf: dict[str, str], planner: object, **kwargs: object) -> None:
         super().init(name, model_dir, conf, planner, **kwargs)
         checkpoint = Path(conf["checkpoint"]) if conf.get("checkpoint") else None
-        self.service = ModelService(Path(model_dir), checkpoint, conf.get("device", "cpu"))
+        views = conf.get("naming_views", str(NAMING_VIEWS))
+        if not views.strip().isdigit() or int(views) < 1:
+            raise ValueError(f"--conf naming_views should be a whole number of at least 1, got {views!r}.")
+        self.service = ModelService(Path(model_dir), checkpoint, conf.get("device", "cpu"), int(views))
         names = _names(conf.get("labels")) or list(SEGMENTATION_LABELS)
         self.labels = {label: index for index, label in enumerate(names, start=1)}
         self.classes = _names(conf.get("classes")) or list(MODALITY_CLASSES.values())
