@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from medpclip.inference import SlicePredictor
+from medpclip.inference import SlicePredictor, views
 from medpclip.inference.views import MAX_ROTATION, MAX_SCALE, MAX_SHIFT, _move, region_embeddings, view_affines
 from medpclip.networks.prompts import RegionPrompts
 
@@ -30,7 +30,7 @@ def test_a_view_moves_the_image_and_every_prompt_together():
     prompts = RegionPrompts(
         points=torch.tensor([[[[24.5, 38.5]]]]), boxes=torch.tensor([[[20.0, 34, 29, 43]]]), masks=image[:, :1].clone()
     )
-    affine = torch.tensor([[1.0, 0, 0.25], [0, 1, -0.25], [0, 0, 1]])  # right by 8 px, up by 8 px
+    affine = torch.tensor([[[1.0, 0, 0.25], [0, 1, -0.25], [0, 0, 1]]])  # right by 8 px, up by 8 px
     moved, moved_prompts = _move(image, prompts, affine)
     assert torch.equal(moved_prompts.masks, (moved > 0.5).float()), "the mask is moved with the image"
     assert torch.allclose(moved_prompts.points, torch.tensor([[[[16.5, 46.5]]]]))
@@ -43,7 +43,7 @@ def test_a_view_moves_the_image_and_every_prompt_together():
 def test_a_region_lost_by_the_resampling_keeps_its_own_mask():
     masks = torch.zeros(1, 1, 32, 32)
     masks[..., 10, 10] = 1  # one pixel: a rotation and scale between pixel centres can drop it
-    affine = view_affines(2)[1]
+    affine = view_affines(2)[1:]
     _, moved = _move(torch.rand(1, 1, 32, 32), RegionPrompts(masks=masks), affine)
     assert moved.masks.sum() >= 1, "every region keeps at least one pixel to be named from"
 
@@ -62,6 +62,22 @@ def test_region_embeddings_average_views_and_one_view_is_the_model_alone(make_mo
     assert several.shape == alone.shape and torch.allclose(several.norm(dim=-1), torch.ones(2, 3))
     assert not torch.allclose(several, alone, atol=1e-4), "moved views must change what the region is called"
     assert (F.cosine_similarity(several, alone, dim=-1) > 0.5).all(), "small moves: the same region"
+
+
+def test_views_encoded_together_equal_views_encoded_one_at_a_time(make_model, images, monkeypatch):
+    """Several views of every image go through the model in one batch; each image keeps its own view and prompts."""
+    model = make_model()
+    masks = torch.zeros(2, 2, 128, 128)
+    masks[0, :, 20:50, 30:70], masks[1, 0, 60:100, 10:40], masks[1, 1, 5:25, 90:120] = 1, 1, 1
+    prompts = RegionPrompts(
+        points=torch.tensor([[[[35.0, 50]], [[35, 50]]], [[[80, 25]], [[15, 105]]]]),
+        boxes=torch.tensor([[[20.0, 30, 49, 69], [20, 30, 49, 69]], [[60, 10, 99, 39], [5, 90, 24, 119]]]),
+        masks=masks,
+    )
+    together = region_embeddings(model, images, prompts, views=5)  # 4 moved views of 2 images in one pass
+    monkeypatch.setattr(views, "MAX_IMAGES_PER_PASS", 1)
+    alone = region_embeddings(model, images, prompts, views=5)
+    assert torch.allclose(together, alone, atol=1e-5)
 
 
 def test_the_predictor_names_from_its_views(make_model):

@@ -13,6 +13,7 @@ ten settings (docs/results.md, session 31), then measured on the other, Colin27.
 from __future__ import annotations
 
 import math
+from dataclasses import fields
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +27,8 @@ __all__ = ["NAMING_VIEWS", "view_affines", "region_embeddings"]
 NAMING_VIEWS = 16  # views a region is named from by default (1: the slice as it is)
 # how far a view moves the slice: rotation (degrees), scale and shift (fractions of the half-width: 5 px of 128)
 MAX_ROTATION, MAX_SCALE, MAX_SHIFT = 12.0, 0.08, 0.08
+# moved images encoded in one batch: one forward of 16 slices costs less than half of 16 forwards of one (2 CPU cores)
+MAX_IMAGES_PER_PASS = 16
 
 
 def view_affines(views: int) -> torch.Tensor:
@@ -43,20 +46,21 @@ def view_affines(views: int) -> torch.Tensor:
     return out
 
 
-def _move_points(points: torch.Tensor, affine: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Voxel ``(i, j)`` coordinates ``[..., 2]`` of a ``size`` slice into a view (``affine`` ``[3, 3]``)."""
+def _move_points(points: torch.Tensor, affines: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Voxel ``(i, j)`` coordinates ``[B, ..., 2]`` of ``size`` slices into their views (``affines [B, 3, 3]``)."""
     h, w = size
     x, y = (2 * points[..., 1] + 1) / w - 1, (2 * points[..., 0] + 1) / h - 1  # align_corners=False
-    xy = torch.stack([x, y, torch.ones_like(x)], -1) @ affine.T
+    xy = torch.stack([x, y, torch.ones_like(x)], -1)
+    xy = (affines.view(len(affines), *[1] * (xy.ndim - 2), 3, 3) @ xy[..., None])[..., 0]
     i, j = ((xy[..., 1] + 1) * h - 1) / 2, ((xy[..., 0] + 1) * w - 1) / 2
     return torch.stack([i.clamp(0, h - 1), j.clamp(0, w - 1)], -1)
 
 
-def _move(images: torch.Tensor, prompts: RegionPrompts, affine: torch.Tensor) -> tuple[torch.Tensor, RegionPrompts]:
-    """The view of ``images [B, C, H, W]`` and ``prompts`` under ``affine``."""
+def _move(images: torch.Tensor, prompts: RegionPrompts, affines: torch.Tensor) -> tuple[torch.Tensor, RegionPrompts]:
+    """The views of ``images [B, C, H, W]`` and their ``prompts``, each image under its own of ``affines [B, 3, 3]``."""
     size = tuple(images.shape[-2:])
-    theta = torch.linalg.inv(affine)[:2].to(images)  # grid_sample reads each output pixel from the input
-    grid = F.affine_grid(theta.expand(images.shape[0], 2, 3), list(images.shape), align_corners=False)
+    theta = torch.linalg.inv(affines)[:, :2].to(images)  # grid_sample reads each output pixel from the input
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     moved = F.grid_sample(images, grid, align_corners=False)
     masks = None
     if prompts.masks is not None:
@@ -68,10 +72,20 @@ def _move(images: torch.Tensor, prompts: RegionPrompts, affine: torch.Tensor) ->
     if prompts.boxes is not None:  # the box around the moved corners
         i0, j0, i1, j1 = prompts.boxes.unbind(-1)
         corners = torch.stack([torch.stack(c, -1) for c in ((i0, j0), (i0, j1), (i1, j0), (i1, j1))], -2)
-        moved_corners = _move_points(corners, affine, size)
+        moved_corners = _move_points(corners, affines, size)
         boxes = torch.cat([moved_corners.amin(-2), moved_corners.amax(-2)], -1)
-    points = None if prompts.points is None else _move_points(prompts.points, affine, size)
+    points = None if prompts.points is None else _move_points(prompts.points, affines, size)
     return moved, RegionPrompts(points=points, point_labels=prompts.point_labels, boxes=boxes, masks=masks)
+
+
+def _repeat(prompts: RegionPrompts, n: int) -> RegionPrompts:
+    """The prompts of ``B`` images for ``n`` copies of them, ``[n * B, ...]`` (copy-major, as ``Tensor.repeat``)."""
+    return RegionPrompts(
+        **{
+            f.name: None if (t := getattr(prompts, f.name)) is None else t.repeat(n, *[1] * (t.ndim - 1))
+            for f in fields(prompts)
+        }
+    )
 
 
 @torch.no_grad()
@@ -85,9 +99,12 @@ def region_embeddings(
     """``[B, P, E]`` unit-length region embeddings of ``prompts`` on ``images [B, C, H, W]``, the mean over ``views``
     views (:func:`view_affines`; 1: the slice as it is, one pass); ``prefix``: the slice's cached image pass, which
     the first view (the slice as it is) reuses."""
-    affines = view_affines(views)
     total = F.normalize(model.encode_image(images, prompts, prefix=prefix).region_embeds, dim=-1)
-    for affine in affines[1:]:
-        moved, moved_prompts = _move(images, prompts, affine)
-        total = total + F.normalize(model.encode_image(moved, moved_prompts).region_embeds, dim=-1)
+    moves, b = view_affines(views)[1:], images.shape[0]
+    step = max(1, MAX_IMAGES_PER_PASS // b)
+    for start in range(0, len(moves), step):  # a few views per pass, every image of the batch in each
+        n = len(chunk := moves[start : start + step])
+        moved, moved_prompts = _move(images.repeat(n, 1, 1, 1), _repeat(prompts, n), chunk.repeat_interleave(b, 0))
+        embeds = F.normalize(model.encode_image(moved, moved_prompts).region_embeds, dim=-1)
+        total = total + embeds.unflatten(0, (n, b)).sum(0)
     return F.normalize(total, dim=-1)
