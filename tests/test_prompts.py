@@ -182,6 +182,16 @@ def test_take_keeps_the_chosen_prompts_of_every_field_in_order():
     assert taken.batch_shape == (B, 2)
 
 
+def test_repeat_copies_every_field_batch_after_batch_as_tensors_repeat():
+    prompts = make_prompts(FORMS)
+    copied = prompts.repeat(3)
+    for name in ("points", "point_labels", "boxes", "masks"):
+        field = getattr(prompts, name)
+        assert torch.equal(getattr(copied, name), torch.cat([field] * 3)), name
+    assert copied.batch_shape == (3 * B, prompts.batch_shape[1])
+    assert RegionPrompts(masks=prompts.masks).repeat(2).points is None, "an absent field stays absent"
+
+
 def test_dense_image_lets_the_dense_map_read_the_image(tmp_path):
     """With ``dense_image`` the dense prompt map of one mask changes with the image under it (it tells on which side
     of an edge inside a patch the mask lies); without, it does not. The option survives a checkpoint round trip."""

@@ -13,7 +13,6 @@ ten settings (docs/results.md, session 31), then measured on the other, Colin27.
 from __future__ import annotations
 
 import math
-from dataclasses import fields
 
 import torch
 import torch.nn.functional as F
@@ -78,16 +77,6 @@ def _move(images: torch.Tensor, prompts: RegionPrompts, affines: torch.Tensor) -
     return moved, RegionPrompts(points=points, point_labels=prompts.point_labels, boxes=boxes, masks=masks)
 
 
-def _repeat(prompts: RegionPrompts, n: int) -> RegionPrompts:
-    """The prompts of ``B`` images for ``n`` copies of them, ``[n * B, ...]`` (copy-major, as ``Tensor.repeat``)."""
-    return RegionPrompts(
-        **{
-            f.name: None if (t := getattr(prompts, f.name)) is None else t.repeat(n, *[1] * (t.ndim - 1))
-            for f in fields(prompts)
-        }
-    )
-
-
 @torch.no_grad()
 def region_embeddings(
     model: MedPCLIP,
@@ -104,7 +93,7 @@ def region_embeddings(
     step = max(1, MAX_IMAGES_PER_PASS // b)
     for start in range(0, len(moves), step):  # a few views per pass, every image of the batch in each
         n = len(chunk := moves[start : start + step])
-        moved, moved_prompts = _move(images.repeat(n, 1, 1, 1), _repeat(prompts, n), chunk.repeat_interleave(b, 0))
+        moved, moved_prompts = _move(images.repeat(n, 1, 1, 1), prompts.repeat(n), chunk.repeat_interleave(b, 0))
         embeds = F.normalize(model.encode_image(moved, moved_prompts).region_embeds, dim=-1)
         total = total + embeds.unflatten(0, (n, b)).sum(0)
     return F.normalize(total, dim=-1)

@@ -65,6 +65,14 @@ class RegionPrompts:
 
         return RegionPrompts(pick(self.points), pick(self.point_labels), pick(self.boxes), pick(self.masks))
 
+    def repeat(self, n: int) -> RegionPrompts:
+        """The prompts of ``n`` copies of the batch, ``[n * B, ...]`` in the order of ``Tensor.repeat``."""
+
+        def copy(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.repeat(n, *[1] * (t.ndim - 1))
+
+        return RegionPrompts(copy(self.points), copy(self.point_labels), copy(self.boxes), copy(self.masks))
+
     def to(self, device: torch.device | str) -> RegionPrompts:
         def move(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t.to(device)
