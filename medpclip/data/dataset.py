@@ -354,18 +354,24 @@ def _moved_keys(with_prior: bool) -> tuple[list[str], list[str]]:
     return ["image", *labels], ["bilinear"] + ["nearest"] * len(labels)
 
 
+# how far a displaced slice moves in its frame (ARCHITECTURE.md section 6): rotation up to 0.35 rad (20 deg), scale
+# from 0.8 to 1.2, shift up to 20 % of the side; read at each call (scripts/displacement_parts.py varies them)
+DISPLACE_ROTATION, DISPLACE_SCALE, DISPLACE_SHIFT = 0.35, 0.2, 0.2
+
+
 def displace_transforms(image_size: int, prob: float = 1.0, with_prior: bool = False) -> list:
     """Keep the registered label map as ``atlas``, then (with chance ``prob``) move image and label (and the
     neighbouring slice's label) together inside the frame."""
     keys, modes = _moved_keys(with_prior)
+    shift = DISPLACE_SHIFT * image_size
     return [
         CopyItemsd(keys="label", names="atlas"),
         RandAffined(
             keys=keys,
             prob=prob,
-            rotate_range=0.35,
-            scale_range=0.2,
-            translate_range=(0.2 * image_size, 0.2 * image_size),
+            rotate_range=DISPLACE_ROTATION,
+            scale_range=DISPLACE_SCALE,
+            translate_range=(shift, shift),
             mode=modes,
             padding_mode="zeros",
         ),
