@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--naming-views", type=int, default=1)
     parser.add_argument("--out", required=True, help="JSON file: one row per part")
     args = parser.parse_args(argv)
+    if args.samples < 1 or args.naming_views < 1:
+        parser.error("--samples and --naming-views must be whole numbers >= 1.")
     full = (dataset.DISPLACE_ROTATION, dataset.DISPLACE_SCALE, dataset.DISPLACE_SHIFT)
     rows = []
     try:

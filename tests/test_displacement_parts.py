@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from helpers import load_script
 
@@ -29,3 +30,13 @@ def test_one_row_per_part_and_the_ranges_restored(tmp_path, phantom_datalist):
         if name != "registered":
             assert 0 <= row["position_only_top1"] <= 1
     assert (dataset.DISPLACE_ROTATION, dataset.DISPLACE_SCALE, dataset.DISPLACE_SHIFT) == full
+
+
+@pytest.mark.parametrize("option", ["--naming-views", "--samples"])
+def test_no_views_or_samples_is_a_one_line_error(tmp_path, capsys, option):
+    argv = ["--checkpoint", "none.pt", "--datalist", "none.json", "--out", str(tmp_path / "o.json"), option, "0"]
+    with pytest.raises(SystemExit) as exit_:
+        load_script("displacement_parts").main(argv)
+    assert exit_.value.code == 2
+    assert "must be whole numbers >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "o.json").exists()

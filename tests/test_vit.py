@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medpclip.networks.vit import VIT_PRESETS, VisionTransformer, ViTConfig
+from medpclip.networks.vit import VIT_PRESETS, VisionTransformer, ViTConfig, rope_angles, rotate
 
 
 def test_prefix_then_suffix_equals_the_full_pass():
@@ -52,3 +52,61 @@ def test_the_fine_grid_preset_runs_the_whole_model_on_four_times_the_patches():
     assert encoding.patch_tokens.shape == (1, 16 * 16, 192)
     assert encoding.region_embeds.shape == (1, 1, 256)
     assert logits.shape[-2:] == (64, 64), "mask logits at four times the 16 x 16 grid"
+
+
+def test_rotary_logits_depend_only_on_the_offset_between_query_and_key():
+    q, k = torch.randn(2, 3, 1, 64), torch.randn(2, 3, 1, 64)
+    here, there, shift = torch.tensor([[1.0, 2.0]]), torch.tensor([[4.0, 7.0]]), torch.tensor([[2.0, -3.0]])
+
+    def logit(p_query, p_key):
+        return rotate(q, rope_angles(p_query, 64)) @ rotate(k, rope_angles(p_key, 64)).transpose(-1, -2)
+
+    torch.testing.assert_close(logit(here, there), logit(here + shift, there + shift))
+    assert not torch.allclose(logit(here, there), logit(here, there + shift)), "the offset itself must matter"
+
+
+def test_rotary_tower_names_a_shifted_region_nearly_as_before_and_an_absolute_one_does_not():
+    from medpclip.networks import build_model
+    from medpclip.networks.prompts import RegionPrompts
+
+    torch.manual_seed(0)
+    image = torch.zeros(1, 1, 128, 128)
+    image[..., 40:70, 30:80] = torch.rand(30, 50)
+    mask = torch.zeros(1, 2, 128, 128)
+    mask[..., 45:60, 35:60] = 1
+
+    def change(vision: str) -> float:
+        model = build_model("tiny", vision=vision).eval()
+        with torch.inference_mode():
+            before = model.encode_image(image, RegionPrompts(masks=mask)).region_embeds
+            # two patches down, one right
+            moved_image, moved_mask = (torch.roll(t, (32, 16), (2, 3)) for t in (image, mask))
+            after = model.encode_image(moved_image, RegionPrompts(masks=moved_mask)).region_embeds
+        return float((after - before).norm() / before.norm())
+
+    rotary, absolute = change("tiny-rope"), change("tiny")
+    # not exactly 0: the [CLS] token stands nowhere, so what it reads depends on where things are
+    assert rotary < 0.05 and rotary < absolute / 5, (rotary, absolute)
+
+
+def test_rotary_tower_keeps_its_outputs_through_a_checkpoint(tmp_path):
+    from medpclip.networks import build_model, load_checkpoint, save_checkpoint
+
+    model = build_model("tiny", vision="tiny-rope").eval()
+    assert model.vision.pos_embed is None
+    path = save_checkpoint(model, tmp_path / "rope.pt")
+    images = torch.rand(1, 3, 128, 128)
+    with torch.inference_mode():
+        torch.testing.assert_close(load_checkpoint(path).eval().vision(images), model.vision(images))
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        ViTConfig(image_size=32, patch_size=8, width=24, depth=1, heads=4, rope=True),  # head width 6
+        ViTConfig(image_size=32, patch_size=8, width=32, depth=1, heads=2, spatial_dims=3, rope=True),
+    ],
+)
+def test_rotary_positions_need_a_2d_tower_with_head_width_divisible_by_4(config):
+    with pytest.raises(ValueError, match="rotary positions"):
+        VisionTransformer(config)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medpclip.networks.vit import Block
+from medpclip.networks.vit import Block, rotate
 
 __all__ = ["RegionFusionLayer", "region_step"]
 
@@ -48,6 +48,7 @@ def region_step(
     dense: torch.Tensor,
     region_weight: torch.Tensor,
     fusion: RegionFusionLayer | None,
+    angles: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Advance region tokens through one block.
 
@@ -58,6 +59,7 @@ def region_step(
         dense: ``[B, P, N, c]`` dense prompt map.
         region_weight: ``[B, P, N]`` in ``[0, 1]``.
         fusion: the layer's prompt parameters, or ``None`` for a plain (non-fusion) suffix block.
+        angles: ``[B, 1, P, d/2]`` rotary angles of the region tokens (a tower with rotary positions), or ``None``.
 
     Returns:
         ``[B, P, D]`` region tokens leaving the block.
@@ -66,6 +68,8 @@ def region_step(
     heads, head_dim = attn.heads, attn.head_dim
     keys, values = kv
     q = attn.query(block.norm1(region))  # [B, h, P, d]
+    if angles is not None:
+        q = rotate(q, angles)
     logits = q @ keys.transpose(-1, -2)  # [B, h, P, 1 + N]
     if fusion is not None:
         key_map = (fusion.key_proj * fusion.key_gate).view(-1, heads, head_dim)  # [c, h, d]

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from monai.networks.layers import Conv
 from torch import nn
 
-__all__ = ["ViTConfig", "VIT_PRESETS", "Attention", "Block", "VisionTransformer"]
+__all__ = ["ViTConfig", "VIT_PRESETS", "Attention", "Block", "VisionTransformer", "rope_angles", "rotate"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class ViTConfig:
     pre_norm: bool = False  # OpenAI-CLIP has a LayerNorm ("ln_pre") before the blocks; timm/BiomedCLIP has not
     ln_eps: float = 1e-6  # timm uses 1e-6, open_clip 1e-5: must match imported weights
     patch_bias: bool = True  # OpenAI-CLIP's patch conv has no bias
+    rope: bool = False  # rotary positions on the patch grid (relative) instead of a learned absolute embedding
 
     @property
     def grid_size(self) -> int:
@@ -46,6 +47,8 @@ class ViTConfig:
 VIT_PRESETS: dict[str, ViTConfig] = {
     # CPU demo / CI tower: ~2.7 M parameters, 128 px slices, 8x8 patch grid
     "tiny": ViTConfig(image_size=128, patch_size=16, width=192, depth=6, heads=3),
+    # the same tower with rotary (relative) positions: what a token sees depends on where things lie from it
+    "tiny-rope": ViTConfig(image_size=128, patch_size=16, width=192, depth=6, heads=3, rope=True),
     # the same tower on a 16x16 grid of 8 px patches: four times the tokens, the same parameters
     "tiny-p8": ViTConfig(image_size=128, patch_size=8, width=192, depth=6, heads=3),
     # ViT-B/16 @224 as in timm `vit_base_patch16_224` (BiomedCLIP's trunk)
@@ -53,6 +56,23 @@ VIT_PRESETS: dict[str, ViTConfig] = {
     # ViT-B/16 @224 as in OpenAI CLIP / open_clip `ViT-B-16`
     "base-openai": ViTConfig(pre_norm=True, ln_eps=1e-5, patch_bias=False),
 }
+
+
+def rope_angles(positions: torch.Tensor, head_dim: int, base: float = 100.0) -> torch.Tensor:
+    """Angles of 2D rotary position embedding (Su et al., 2021; axial, as Heo et al., 2024): ``positions [..., 2]``
+    (row, column, in patches) -> ``[..., head_dim // 2]``, the first half turned by the row, the second by the
+    column, at frequencies ``base ** (-k / (head_dim // 4))`` per patch."""
+    quarter = head_dim // 4
+    freqs = base ** (-torch.arange(quarter, dtype=positions.dtype, device=positions.device) / quarter)
+    return torch.cat([positions[..., :1] * freqs, positions[..., 1:] * freqs], -1)
+
+
+def rotate(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """Turn the pairs ``(x[..., i], x[..., i + d/2])`` of ``x [..., L, d]`` by ``angles [..., L, d/2]`` (broadcast),
+    so that a query and a key turned by their positions meet at a logit that depends on their offset only."""
+    first, second = x.chunk(2, dim=-1)
+    cos, sin = angles.cos(), angles.sin()
+    return torch.cat([first * cos - second * sin, first * sin + second * cos], dim=-1)
 
 
 class Attention(nn.Module):
@@ -80,9 +100,14 @@ class Attention(nn.Module):
         dim = self.proj.in_features
         return self.split_heads(F.linear(x, self.qkv.weight[:dim], self.qkv.bias[:dim]))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """x: [B, L, D] -> (output [B, L, D], (keys, values) each [B, h, L, d])."""
+    def forward(
+        self, x: torch.Tensor, angles: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """x: [B, L, D], rotary ``angles`` [L, d/2] or None -> (output [B, L, D], (keys, values) each [B, h, L, d];
+        the keys turned by ``angles``)."""
         q, k, v = (self.split_heads(t) for t in self.qkv(x).chunk(3, dim=-1))
+        if angles is not None:
+            q, k = rotate(q, angles), rotate(k, angles)
         out = F.scaled_dot_product_attention(q, k, v)
         return self.proj(self.merge_heads(out)), (k, v)
 
@@ -101,9 +126,11 @@ class Block(nn.Module):
         self.mlp.add_module("act", nn.GELU())
         self.mlp.add_module("fc2", nn.Linear(hidden, dim))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    def forward(
+        self, x: torch.Tensor, angles: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """x: [B, L, D] -> (x [B, L, D], (keys, values) of this block's attention, each [B, h, L, d])."""
-        attn_out, kv = self.attn(self.norm1(x))
+        attn_out, kv = self.attn(self.norm1(x), angles)
         x = x + attn_out
         x = x + self.mlp(self.norm2(x))
         return x, kv
@@ -148,7 +175,19 @@ class VisionTransformer(nn.Module):
             config.in_channels, dim, config.patch_size, stride=config.patch_size, bias=config.patch_bias
         )
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.pos_embed = nn.Parameter(torch.randn(1, 1 + config.num_patches, dim) * 0.02)
+        if config.rope:
+            if config.spatial_dims != 2 or (dim // config.heads) % 4:
+                raise ValueError("rotary positions need a 2D tower whose head width is divisible by 4.")
+            self.pos_embed = None
+            g = torch.arange(config.grid_size, dtype=torch.float32)
+            grid = torch.stack(torch.meshgrid(g, g, indexing="ij"), -1).flatten(0, 1)  # [N, 2] row, column
+            # the [CLS] token is not turned: it stands nowhere
+            angles = torch.cat([torch.zeros(1, dim // config.heads // 2), rope_angles(grid, dim // config.heads)])
+        else:
+            self.pos_embed = nn.Parameter(torch.randn(1, 1 + config.num_patches, dim) * 0.02)
+            grid = angles = None
+        self.register_buffer("patch_grid", grid, persistent=False)
+        self.register_buffer("rope", angles, persistent=False)
         self.norm_pre = nn.LayerNorm(dim, eps=config.ln_eps) if config.pre_norm else nn.Identity()
         self.blocks = nn.ModuleList(
             Block(dim, config.heads, config.mlp_ratio, config.ln_eps) for _ in range(config.depth)
@@ -169,13 +208,18 @@ class VisionTransformer(nn.Module):
             x = x + extra
         x = x.flatten(2).transpose(1, 2)  # [B, N, D]
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        return self.norm_pre(x + self.pos_embed)
+        return self.norm_pre(x if self.pos_embed is None else x + self.pos_embed)
+
+    def rope_at(self, positions: torch.Tensor) -> torch.Tensor | None:
+        """Rotary angles ``[..., d/2]`` of tokens standing at ``positions [..., 2]`` (row, column, in patches) that
+        read the stream (region tokens); None for a tower with absolute positions."""
+        return None if self.rope is None else rope_angles(positions, self.config.width // self.config.heads)
 
     def forward_prefix(self, images: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
         """Embedding and blocks ``[0, split)``: [B, C, *spatial] -> [B, 1 + N, D]. Never sees a prompt."""
         x = self.embed(images, extra)
         for block in self.blocks[: self.split]:
-            x, _ = block(x)
+            x, _ = block(x, self.rope)
         return x
 
     def forward_suffix(self, x: torch.Tensor) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
@@ -183,7 +227,7 @@ class VisionTransformer(nn.Module):
         (normed tokens [B, 1 + N, D], per-suffix-block (keys, values) each [B, h, 1 + N, d])."""
         kvs = []
         for block in self.blocks[self.split :]:
-            x, kv = block(x)
+            x, kv = block(x, self.rope)
             kvs.append(kv)
         return self.norm(x), kvs
 
