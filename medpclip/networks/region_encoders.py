@@ -49,11 +49,8 @@ class FusionRegions(nn.Module):
         p = prompts.num_prompts
         # the region token starts as the [CLS] state entering the first fusion layer (zero gates: region == global)
         region = stream.prefix[:, :1].expand(-1, p, -1) + self.sparse_gate * self.sparse_proj(prompts.sparse_pooled)
-        angles = None
-        if vision.rope is not None:  # a region token stands at its region's centre and reads what lies around it
-            weight = prompts.region_weight  # [B, P, N]
-            centre = weight @ vision.patch_grid / weight.sum(-1, keepdim=True).clamp(min=1e-6)  # [B, P, 2]
-            angles = vision.rope_at(centre).unsqueeze(1)  # [B, 1, P, d/2]
+        # with rotary positions a region token stands at its region's centre and reads what lies around it
+        angles = vision.region_angles(prompts.region_weight)
         for offset, kv in enumerate(kvs):
             index = self.first + offset
             fusion = self.fusion[str(index)] if index in self.fusion_layers else None

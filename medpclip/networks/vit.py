@@ -210,10 +210,13 @@ class VisionTransformer(nn.Module):
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         return self.norm_pre(x if self.pos_embed is None else x + self.pos_embed)
 
-    def rope_at(self, positions: torch.Tensor) -> torch.Tensor | None:
-        """Rotary angles ``[..., d/2]`` of tokens standing at ``positions [..., 2]`` (row, column, in patches) that
-        read the stream (region tokens); None for a tower with absolute positions."""
-        return None if self.rope is None else rope_angles(positions, self.config.width // self.config.heads)
+    def region_angles(self, region_weight: torch.Tensor) -> torch.Tensor | None:
+        """Rotary angles ``[B, 1, P, d/2]`` of region tokens that read the stream, each standing at the centre of its
+        ``region_weight [B, P, N]`` over the patches; None for a tower with absolute positions."""
+        if self.rope is None:
+            return None
+        centre = region_weight @ self.patch_grid / region_weight.sum(-1, keepdim=True).clamp(min=1e-6)  # [B, P, 2]
+        return rope_angles(centre, self.config.width // self.config.heads).unsqueeze(1)
 
     def forward_prefix(self, images: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
         """Embedding and blocks ``[0, split)``: [B, C, *spatial] -> [B, 1 + N, D]. Never sees a prompt."""
