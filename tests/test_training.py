@@ -691,9 +691,10 @@ def test_a_distilled_second_stage_holds_to_its_starting_checkpoint(tmp_path, pha
         ({"mask_regions": 2.5}, "mask_regions must be a whole number"),
         ({"location_weight": -1.0}, "location_weight must be >= 0"),
         ({"location_weight": True}, "location_weight must be a number"),
+        ({"drop_path": 1.5}, "drop_path must be a number from 0 to 1"),
     ],
 )
-def test_bad_loss_weights_are_refused(tmp_path, phantom_datalist, changes, message):
+def test_bad_loss_weights_and_settings_are_refused(tmp_path, phantom_datalist, changes, message):
     with pytest.raises(ValueError, match=message):
         tiny_train_config(tmp_path, phantom_datalist, **changes)
 

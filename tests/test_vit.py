@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medpclip.networks.vit import VIT_PRESETS, VisionTransformer, ViTConfig, rope_angles, rotate
+from medpclip.networks.vit import (
+    VIT_PRESETS,
+    VisionTransformer,
+    ViTConfig,
+    rope_angles,
+    rotate,
+    set_stochastic_depth,
+)
 
 
 def test_prefix_then_suffix_equals_the_full_pass():
@@ -110,3 +117,19 @@ def test_rotary_tower_keeps_its_outputs_through_a_checkpoint(tmp_path):
 def test_rotary_positions_need_a_2d_tower_with_head_width_divisible_by_4(config):
     with pytest.raises(ValueError, match="rotary positions"):
         VisionTransformer(config)
+
+
+def test_stochastic_depth_drops_blocks_while_training_and_never_at_inference():
+    tower = VisionTransformer(VIT_PRESETS["tiny"])
+    images = torch.rand(4, 3, 128, 128)
+    with torch.no_grad():
+        plain = tower.eval()(images)
+        set_stochastic_depth(tower, 0.5)
+        chances = [getattr(block.drop_path, "drop_prob", 0.0) for block in tower.blocks]
+        assert chances == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4, 0.5])
+        torch.testing.assert_close(tower.eval()(images), plain, atol=0, rtol=0)
+        torch.manual_seed(0)
+        first, second = tower.train()(images), tower(images)
+    assert not torch.allclose(first, second), "blocks are dropped at random while training"
+    set_stochastic_depth(tower, 0.0)
+    assert all(isinstance(block.drop_path, torch.nn.Identity) for block in tower.blocks)

@@ -50,6 +50,7 @@ from medpclip.engines.steps import RegionTrainStep, TrainingObjective
 from medpclip.engines.validation import Validator
 from medpclip.knowledge import default_knowledge_base
 from medpclip.networks import MedPCLIPConfig, build_model, import_vision_weights, load_checkpoint, save_checkpoint
+from medpclip.networks.vit import set_stochastic_depth
 from medpclip.optim import parameter_groups
 
 __all__ = ["TrainConfig", "train", "latest_checkpoint"]
@@ -73,6 +74,7 @@ _CHANCES = (
     "mr_augment",
     "modality_file_share",
     "ema_momentum",
+    "drop_path",
 )
 
 
@@ -112,6 +114,7 @@ class TrainConfig:
     vision_lr_scale: float = 0.1  # the vision tower's rate relative to lr (0.1 protects pretrained weights)
     alpha_lr_scale: float = 1.0  # the `alpha` mode's alpha conv rate relative to lr
     warmup: int = 50
+    drop_path: float = 0.0  # stochastic depth of the vision tower: the last block's chance of being skipped
     ema_momentum: float = 0.0  # share of each step in the weight average that becomes model.pt (0: the last weights)
     eval_every: int = 250
     checkpoint_every: int = 50
@@ -278,6 +281,7 @@ def _train(config: TrainConfig, rank: int, world: int) -> Path:
         if lead:
             print(f"vision tower initialised from {config.pretrained}: {report}")
     _freeze(model, config.frozen)
+    set_stochastic_depth(model.vision, config.drop_path)
     model = model.to(device)
     items = _training_items(config.train_datalists, config.train_repeats)
     # samples_per_item only sizes one pass of the loader; the iteration budget decides how long training runs

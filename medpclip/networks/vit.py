@@ -12,10 +12,19 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from monai.networks.layers import Conv
+from monai.networks.layers import Conv, DropPath
 from torch import nn
 
-__all__ = ["ViTConfig", "VIT_PRESETS", "Attention", "Block", "VisionTransformer", "rope_angles", "rotate"]
+__all__ = [
+    "ViTConfig",
+    "VIT_PRESETS",
+    "Attention",
+    "Block",
+    "VisionTransformer",
+    "rope_angles",
+    "rotate",
+    "set_stochastic_depth",
+]
 
 
 @dataclass(frozen=True)
@@ -125,14 +134,15 @@ class Block(nn.Module):
         self.mlp.add_module("fc1", nn.Linear(dim, hidden))
         self.mlp.add_module("act", nn.GELU())
         self.mlp.add_module("fc2", nn.Linear(hidden, dim))
+        self.drop_path: nn.Module = nn.Identity()  # stochastic depth while training, see set_stochastic_depth
 
     def forward(
         self, x: torch.Tensor, angles: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """x: [B, L, D] -> (x [B, L, D], (keys, values) of this block's attention, each [B, h, L, d])."""
         attn_out, kv = self.attn(self.norm1(x), angles)
-        x = x + attn_out
-        x = x + self.mlp(self.norm2(x))
+        x = x + self.drop_path(attn_out)
+        x = x + self.drop_path(self.mlp(self.norm2(x)))
         return x, kv
 
 
@@ -243,6 +253,16 @@ class VisionTransformer(nn.Module):
     def forward(self, images: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
         """[B, C, *spatial] -> normed tokens [B, 1 + N, D] ([CLS] first)."""
         return self.forward_suffix(self.forward_prefix(images, extra))[0]
+
+
+def set_stochastic_depth(tower: VisionTransformer, rate: float) -> None:
+    """Stochastic depth (Huang et al., 2016): in training mode each block's residual branches are dropped for a
+    whole image with a chance rising linearly from 0 at the first block to ``rate`` at the last (as DeiT does), a
+    regulariser for a tower that sees one template many times; it has no weights, so checkpoints do not change."""
+    depth = len(tower.blocks)
+    for index, block in enumerate(tower.blocks):
+        chance = rate * index / max(depth - 1, 1)
+        block.drop_path = DropPath(chance) if chance > 0 else nn.Identity()
 
 
 def _init_weights(module: nn.Module) -> None:
