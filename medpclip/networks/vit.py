@@ -256,9 +256,10 @@ class VisionTransformer(nn.Module):
 
 
 def set_stochastic_depth(tower: VisionTransformer, rate: float) -> None:
-    """Stochastic depth (Huang et al., 2016): in training mode each block's residual branches are dropped for a
-    whole image with a chance rising linearly from 0 at the first block to ``rate`` at the last (as DeiT does), a
-    regulariser for a tower that sees one template many times; it has no weights, so checkpoints do not change."""
+    """Stochastic depth (Huang et al., 2016): in training mode each residual branch (attention, MLP) of a block is
+    dropped for a whole image, each on its own draw, with a chance rising linearly from 0 at the first block to
+    ``rate`` at the last (as DeiT does); a regulariser for a tower that sees one template many times. It has no
+    weights, so checkpoints do not change."""
     depth = len(tower.blocks)
     for index, block in enumerate(tower.blocks):
         chance = rate * index / max(depth - 1, 1)
