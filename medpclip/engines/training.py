@@ -114,7 +114,7 @@ class TrainConfig:
     vision_lr_scale: float = 0.1  # the vision tower's rate relative to lr (0.1 protects pretrained weights)
     alpha_lr_scale: float = 1.0  # the `alpha` mode's alpha conv rate relative to lr
     warmup: int = 50
-    drop_path: float = 0.0  # stochastic depth of the vision tower: the last block's chance of being skipped
+    drop_path: float = 0.0  # stochastic depth of the vision tower: the last block's chance to skip each branch
     ema_momentum: float = 0.0  # share of each step in the weight average that becomes model.pt (0: the last weights)
     eval_every: int = 250
     checkpoint_every: int = 50
