@@ -189,10 +189,10 @@ class RegionSliceDataset(_SliceDataset):
         num_regions: regions ``R`` per sample (prompts per image).
         samples_per_item: samples per item per epoch (``len = len(items) * samples_per_item``).
         whole_image_prob: chance that a region is the whole image (captioned by modality).
-        displace: chance (``True``: always) to move a slice inside the frame (rotation +-20 deg, scale 0.8-1.2,
-            shift +-20 %, orientation kept) so that a region cannot be named from its position alone; the
-            undisplaced label map is kept to report the position-only guess (``region_position_guess``: the label
-            an atlas lookup at the mask's voxels gives).
+        displace: chance (``True``: always) to move a slice inside the frame (rotation +-20 deg, a stretch of
+            0.8-1.2 along its first axis, shift +-20 %, orientation kept) so that a region cannot be named from its
+            position alone; the undisplaced label map is kept to report the position-only guess
+            (``region_position_guess``: the label an atlas lookup at the mask's voxels gives).
         elastic: chance to deform a slice and its labels smoothly (:func:`elastic_transforms`), before any
             displacement, as another subject's anatomy or a slice a few millimetres away would differ.
         appearance: chance of each part of :func:`appearance_augmentation` on a slice's image (labels untouched), as
@@ -355,7 +355,9 @@ def _moved_keys(with_prior: bool) -> tuple[list[str], list[str]]:
 
 
 # how far a displaced slice moves in its frame (ARCHITECTURE.md section 6): rotation up to 0.35 rad (20 deg), scale
-# from 0.8 to 1.2, shift up to 20 % of the side; read at each call (scripts/displacement_parts.py varies them)
+# from 0.8 to 1.2, shift up to 20 % of the side; read at each call (scripts/displacement_parts.py varies them).
+# RandAffine scales only the axes it is given a range for, so one number stretches the first axis alone: every
+# displaced figure in docs/results.md was measured so (scaling both axes alike names no better there, session 36)
 DISPLACE_ROTATION, DISPLACE_SCALE, DISPLACE_SHIFT = 0.35, 0.2, 0.2
 
 
