@@ -119,7 +119,7 @@ def test_rotary_positions_need_a_2d_tower_with_head_width_divisible_by_4(config)
         VisionTransformer(config)
 
 
-def test_stochastic_depth_drops_blocks_while_training_and_never_at_inference():
+def test_stochastic_depth_drops_branches_while_training_and_never_at_inference():
     tower = VisionTransformer(VIT_PRESETS["tiny"])
     images = torch.rand(4, 3, 128, 128)
     with torch.no_grad():
@@ -130,6 +130,6 @@ def test_stochastic_depth_drops_blocks_while_training_and_never_at_inference():
         torch.testing.assert_close(tower.eval()(images), plain, atol=0, rtol=0)
         torch.manual_seed(0)
         first, second = tower.train()(images), tower(images)
-    assert not torch.allclose(first, second), "blocks are dropped at random while training"
+    assert not torch.allclose(first, second), "residual branches are dropped at random while training"
     set_stochastic_depth(tower, 0.0)
     assert all(isinstance(block.drop_path, torch.nn.Identity) for block in tower.blocks)
